@@ -1,0 +1,176 @@
+// CSystemShims: the only code in ArenaAllocator that talks to the kernel.
+//
+// Everything above this layer is written in Swift and must never allocate or call the Swift
+// runtime, so this header also carries the few things Swift cannot express without the runtime:
+// initial-exec thread-locals, atomics on raw memory, a futex lock, errno, and a fatal-error writer
+// that formats without malloc. Every system-call wrapper returns 0 or the errno it failed with;
+// nothing here hides an error.
+#ifndef ARENA_CSYSTEMSHIMS_H
+#define ARENA_CSYSTEMSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <errno.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#pragma clang assume_nonnull begin
+
+// MARK: - Virtual memory (the whole kernel interface of the allocator)
+
+/// Reserves `size` bytes of address space as PROT_NONE + MAP_NORESERVE: costs no commit charge in
+/// any overcommit mode. Returns 0 and the base in `*out`, or the errno (ENOMEM under RLIMIT_AS).
+int arena_sys_reserve(size_t size, void *_Nullable *_Nonnull out);
+/// Commits a range inside a reservation (mprotect RW). Charged against the commit limit; fails
+/// with ENOMEM under vm.overcommit_memory=2 or RLIMIT_DATA. Commit within one VMA of uniform state:
+/// a multi-VMA mprotect is not atomic on failure (roll back with arena_sys_decommit).
+int arena_sys_commit(void *_Nullable addr, size_t size);
+/// Decommits a range: replaces it by a fresh PROT_NONE MAP_NORESERVE mapping (MAP_FIXED). The
+/// contents are dropped and the commit charge is given back; neighbouring PROT_NONE VMAs merge.
+int arena_sys_decommit(void *_Nullable addr, size_t size);
+/// Purges a committed range with MADV_DONTNEED: RSS drops at once, the commit charge stays, the
+/// pages read back as zero.
+int arena_sys_purge(void *_Nullable addr, size_t size);
+/// Offers a committed range with MADV_FREE: RSS only drops under memory pressure.
+int arena_sys_purge_lazy(void *_Nullable addr, size_t size);
+/// Marks a range MADV_NOHUGEPAGE so khugepaged never re-inflates a region released in pieces.
+int arena_sys_no_huge_pages(void *_Nullable addr, size_t size);
+/// Maps `size` committed read-write bytes of their own (huge allocations).
+int arena_sys_map(size_t size, void *_Nullable *_Nonnull out);
+/// Grows or shrinks a mapping made by arena_sys_map, moving it if needed (mremap MAYMOVE).
+int arena_sys_remap(void *_Nullable addr, size_t old_size, size_t new_size, void *_Nullable *_Nonnull out);
+/// Unmaps a range (a reservation, a trimmed head or tail, a huge allocation).
+int arena_sys_release(void *_Nullable addr, size_t size);
+
+/// The system page size (4096 here); read once.
+size_t arena_sys_page_size(void);
+/// /proc/sys/vm/overcommit_memory (0, 1 or 2), read with open/read/close (never malloc), once.
+int arena_sys_overcommit_mode(void);
+/// Monotonic clock in nanoseconds (vDSO, no syscall on the common path).
+uint64_t arena_sys_now_ns(void);
+/// Resident set size of the process in bytes, read from /proc/self/statm without malloc; 0 on error.
+uint64_t arena_sys_resident_bytes(void);
+/// Number of VMAs of the process (lines of /proc/self/maps), counted without malloc; -1 on error.
+long arena_sys_vma_count(void);
+/// 64 random bits from the kernel (AT_RANDOM / getrandom), never zero.
+uint64_t arena_sys_random64(void);
+
+// MARK: - errno
+
+void arena_set_errno(int value);
+int arena_get_errno(void);
+
+// MARK: - Fatal diagnosis
+
+/// Writes one line "arena: <what> <pointer>\n" to stderr with write(2) and aborts. Never allocates.
+_Noreturn void arena_fatal_pointer(const char *what, const void *_Nullable pointer);
+/// Writes one line "arena: <what> <pointer> (<detail> <number>)\n" and aborts.
+_Noreturn void arena_fatal_pointer_detail(const char *what, const void *_Nullable pointer,
+                                          const char *detail, uint64_t number);
+
+// MARK: - Thread-locals (initial-exec: one %fs-relative load, no __tls_get_addr, no malloc)
+
+extern __thread void *_Nullable arena_tls_thread_cache __attribute__((tls_model("initial-exec")));
+
+static inline void *_Nullable arena_tls_get(void) { return arena_tls_thread_cache; }
+static inline void arena_tls_set(void *_Nullable value) { arena_tls_thread_cache = value; }
+
+/// Arranges for `hook(value)` to run when the calling thread exits (a pthread key destructor).
+/// The key is created once; pthread_setspecific may itself call calloc, so set the thread-local
+/// slot before calling this. Returns 0 or an errno.
+int arena_thread_exit_register(void (*hook)(void *_Nullable), void *value);
+
+/// Installs fork handlers once (pthread_atfork); later calls are ignored.
+void arena_atfork_install(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
+// MARK: - Atomics on raw memory
+
+static inline uint64_t arena_atomic_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t arena_atomic_load64_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void arena_atomic_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void arena_atomic_store64_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t arena_atomic_add64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t arena_atomic_sub64(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+static inline int arena_atomic_cas64(uint64_t *p, uint64_t *expected, uint64_t desired) {
+  return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline uint64_t arena_atomic_exchange64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+static inline uint32_t arena_atomic_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void arena_atomic_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int arena_atomic_cas32(uint32_t *p, uint32_t *expected, uint32_t desired) {
+  return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+// MARK: - Lock (a futex mutex in raw memory; all-zero is unlocked, so zero-filled storage is ready)
+
+typedef struct { uint32_t word; } arena_lock_t;
+
+void arena_lock_wait(arena_lock_t *lock);
+void arena_lock_wake(arena_lock_t *lock);
+
+static inline void arena_lock_acquire(arena_lock_t *lock) {
+  uint32_t expected = 0;
+  if (__builtin_expect(__atomic_compare_exchange_n(&lock->word, &expected, 1, 0,
+                                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1)) return;
+  arena_lock_wait(lock);
+}
+static inline int arena_lock_try(arena_lock_t *lock) {
+  uint32_t expected = 0;
+  return __atomic_compare_exchange_n(&lock->word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+static inline void arena_lock_release(arena_lock_t *lock) {
+  if (__builtin_expect(__atomic_exchange_n(&lock->word, 0, __ATOMIC_RELEASE) == 1, 1)) return;
+  arena_lock_wake(lock);
+}
+/// Re-initialises a lock in a fork child (the thread that held it no longer exists there).
+static inline void arena_lock_reset(arena_lock_t *lock) { __atomic_store_n(&lock->word, 0, __ATOMIC_RELAXED); }
+
+// MARK: - Process-wide state in zero-filled static storage
+//
+// The allocator keeps no Swift globals (they would be lazily initialised through swift_once, which
+// deadlocks inside malloc). Its process-wide state is this one C struct, zero at load time.
+
+enum { ARENA_MAX_RESERVATIONS = 256, ARENA_CLASS_CAPACITY = 80 };
+
+typedef struct {
+  uintptr_t data_start;     // first byte of the reservation's data region
+  uintptr_t data_end;       // one past its last byte
+  void *_Nullable reservation;  // the reservation header
+} arena_reservation_entry_t;
+
+typedef struct {
+  // Free fast path: the default heap's first reservation, cached.
+  uintptr_t primary_data_start;
+  uintptr_t primary_data_end;
+  uint32_t *_Nullable primary_page_map;
+  uint64_t secret;                         // tags free blocks: word 1 of a free block = secret ^ address
+  void *_Nullable default_heap;                      // the process-wide heap (malloc's), once initialised
+  uint32_t default_heap_state;             // 0 none, 1 initialising, 2 ready
+  uint32_t class_count;                    // number of small size classes in use
+  uint32_t class_size[ARENA_CLASS_CAPACITY];
+  uint64_t class_magic[ARENA_CLASS_CAPACITY]; // ceil(2^40 / size): exact block-index division
+  uint32_t class_run_pages[ARENA_CLASS_CAPACITY];
+  uint32_t class_cache_limit[ARENA_CLASS_CAPACITY];
+  arena_lock_t registry_lock;
+  uint32_t reservation_count;
+  arena_reservation_entry_t reservations[ARENA_MAX_RESERVATIONS];
+  uint64_t options;                        // reserved for option bits
+} arena_globals_t;
+
+extern arena_globals_t arena_globals;
+
+static inline arena_globals_t *arena_globals_pointer(void) { return &arena_globals; }
+static inline uint32_t *arena_class_size_table(void) { return arena_globals.class_size; }
+static inline uint64_t *arena_class_magic_table(void) { return arena_globals.class_magic; }
+static inline uint32_t *arena_class_run_pages_table(void) { return arena_globals.class_run_pages; }
+static inline uint32_t *arena_class_cache_limit_table(void) { return arena_globals.class_cache_limit; }
+static inline arena_reservation_entry_t *arena_reservation_table(void) { return arena_globals.reservations; }
+
+#pragma clang assume_nonnull end
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,281 @@
+// The kernel interface of ArenaAllocator. Nothing here calls malloc: it runs underneath it.
+#define _GNU_SOURCE
+#include "CSystemShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+arena_globals_t arena_globals;
+__thread void *arena_tls_thread_cache __attribute__((tls_model("initial-exec")));
+
+// MARK: - Virtual memory
+
+int arena_sys_reserve(size_t size, void *_Nullable *_Nonnull out) {
+  void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return errno;
+  *out = p;
+  return 0;
+}
+
+int arena_sys_commit(void *_Nullable addr, size_t size) {
+  return mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+}
+
+int arena_sys_decommit(void *_Nullable addr, size_t size) {
+  void *p = mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+  return p == MAP_FAILED ? errno : 0;
+}
+
+int arena_sys_purge(void *_Nullable addr, size_t size) {
+  return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+int arena_sys_purge_lazy(void *_Nullable addr, size_t size) {
+  return madvise(addr, size, MADV_FREE) == 0 ? 0 : errno;
+}
+
+int arena_sys_no_huge_pages(void *_Nullable addr, size_t size) {
+  return madvise(addr, size, MADV_NOHUGEPAGE) == 0 ? 0 : errno;
+}
+
+int arena_sys_map(size_t size, void *_Nullable *_Nonnull out) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return errno;
+  *out = p;
+  return 0;
+}
+
+int arena_sys_remap(void *_Nullable addr, size_t old_size, size_t new_size, void *_Nullable *_Nonnull out) {
+  void *p = mremap(addr, old_size, new_size, MREMAP_MAYMOVE);
+  if (p == MAP_FAILED) return errno;
+  *out = p;
+  return 0;
+}
+
+int arena_sys_release(void *_Nullable addr, size_t size) {
+  return munmap(addr, size) == 0 ? 0 : errno;
+}
+
+size_t arena_sys_page_size(void) {
+  static size_t cached;
+  size_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+  if (v == 0) {
+    long s = sysconf(_SC_PAGESIZE);
+    v = s > 0 ? (size_t)s : 4096;
+    __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+
+// Reads a small /proc file into `buffer` with raw syscalls (no stdio: it allocates).
+static long read_small_file(const char *path, char *buffer, size_t capacity) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t used = 0;
+  while (used + 1 < capacity) {
+    ssize_t n = read(fd, buffer + used, capacity - 1 - used);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    used += (size_t)n;
+  }
+  close(fd);
+  buffer[used] = 0;
+  return (long)used;
+}
+
+int arena_sys_overcommit_mode(void) {
+  static int cached = -1;
+  int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+  if (v < 0) {
+    char buf[16];
+    int saved = errno;
+    v = (read_small_file("/proc/sys/vm/overcommit_memory", buf, sizeof buf) > 0 && buf[0] >= '0' && buf[0] <= '2')
+        ? buf[0] - '0' : 0;
+    errno = saved;
+    __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+  }
+  return v;
+}
+
+uint64_t arena_sys_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t arena_sys_resident_bytes(void) {
+  char buf[128];
+  int saved = errno;
+  long n = read_small_file("/proc/self/statm", buf, sizeof buf);
+  errno = saved;
+  if (n <= 0) return 0;
+  const char *s = buf;
+  while (*s && *s != ' ') s++;  // skip total size
+  while (*s == ' ') s++;
+  uint64_t pages = 0;
+  while (*s >= '0' && *s <= '9') pages = pages * 10 + (uint64_t)(*s++ - '0');
+  return pages * arena_sys_page_size();
+}
+
+long arena_sys_vma_count(void) {
+  int saved = errno;
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { errno = saved; return -1; }
+  char buf[4096];
+  long lines = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (ssize_t i = 0; i < n; i++) lines += buf[i] == '\n';
+  }
+  close(fd);
+  errno = saved;
+  return lines;
+}
+
+uint64_t arena_sys_random64(void) {
+  uint64_t v = 0;
+  int saved = errno;
+  if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) {
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    if (r) memcpy(&v, r, sizeof v);
+    v ^= arena_sys_now_ns() * 0x9E3779B97F4A7C15ull;
+  }
+  errno = saved;
+  return v ? v : 0x5DEECE66Dull;
+}
+
+// MARK: - errno
+
+void arena_set_errno(int value) { errno = value; }
+int arena_get_errno(void) { return errno; }
+
+// MARK: - Fatal diagnosis
+
+static size_t append(char *buf, size_t at, size_t cap, const char *s) {
+  while (*s && at < cap) buf[at++] = *s++;
+  return at;
+}
+
+static size_t append_hex(char *buf, size_t at, size_t cap, uint64_t v) {
+  char digits[19] = "0x";
+  int n = 0;
+  char rev[16];
+  do { rev[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v && n < 16);
+  int k = 2;
+  while (n) digits[k++] = rev[--n];
+  digits[k] = 0;
+  return append(buf, at, cap, digits);
+}
+
+static size_t append_decimal(char *buf, size_t at, size_t cap, uint64_t v) {
+  char rev[21];
+  int n = 0;
+  do { rev[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+  while (n && at < cap) buf[at++] = rev[--n];
+  return at;
+}
+
+static _Noreturn void write_and_abort(const char *buf, size_t len) {
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = write(STDERR_FILENO, buf + off, len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    off += (size_t)n;
+  }
+  abort();
+}
+
+_Noreturn void arena_fatal_pointer(const char *what, const void *_Nullable pointer) {
+  char buf[256];
+  size_t at = append(buf, 0, sizeof buf - 1, "arena: ");
+  at = append(buf, at, sizeof buf - 1, what);
+  at = append(buf, at, sizeof buf - 1, " ");
+  at = append_hex(buf, at, sizeof buf - 1, (uint64_t)(uintptr_t)pointer);
+  buf[at++] = '\n';
+  write_and_abort(buf, at);
+}
+
+_Noreturn void arena_fatal_pointer_detail(const char *what, const void *_Nullable pointer,
+                                          const char *detail, uint64_t number) {
+  char buf[320];
+  size_t cap = sizeof buf - 1;
+  size_t at = append(buf, 0, cap, "arena: ");
+  at = append(buf, at, cap, what);
+  at = append(buf, at, cap, " ");
+  at = append_hex(buf, at, cap, (uint64_t)(uintptr_t)pointer);
+  at = append(buf, at, cap, " (");
+  at = append(buf, at, cap, detail);
+  at = append(buf, at, cap, " ");
+  at = append_decimal(buf, at, cap, number);
+  at = append(buf, at, cap, ")");
+  buf[at++] = '\n';
+  write_and_abort(buf, at);
+}
+
+// MARK: - Thread exit and fork
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static void (*exit_hook)(void *_Nullable);
+static int exit_key_error;
+
+static void exit_trampoline(void *value) {
+  if (value && exit_hook) exit_hook(value);
+}
+
+static void create_exit_key(void) {
+  exit_key_error = pthread_key_create(&exit_key, exit_trampoline);
+}
+
+int arena_thread_exit_register(void (*hook)(void *_Nullable), void *value) {
+  exit_hook = hook;
+  pthread_once(&exit_key_once, create_exit_key);
+  if (exit_key_error) return exit_key_error;
+  return pthread_setspecific(exit_key, value);
+}
+
+static int atfork_installed;
+
+void arena_atfork_install(void (*prepare)(void), void (*parent)(void), void (*child)(void)) {
+  if (__atomic_exchange_n(&atfork_installed, 1, __ATOMIC_ACQ_REL)) return;
+  pthread_atfork(prepare, parent, child);
+}
+
+// MARK: - Lock slow paths
+//
+// Word states: 0 unlocked, 1 locked, 2 locked with waiters (Drepper, "Futexes Are Tricky").
+
+void arena_lock_wait(arena_lock_t *lock) {
+  for (int spin = 0; spin < 100; spin++) {
+    uint32_t expected = 0;
+    if (__atomic_load_n(&lock->word, __ATOMIC_RELAXED) == 0 &&
+        __atomic_compare_exchange_n(&lock->word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+      return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  int saved = errno;
+  while (__atomic_exchange_n(&lock->word, 2, __ATOMIC_ACQUIRE) != 0)
+    syscall(SYS_futex, &lock->word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+  errno = saved;
+}
+
+void arena_lock_wake(arena_lock_t *lock) {
+  int saved = errno;
+  syscall(SYS_futex, &lock->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  errno = saved;
+}

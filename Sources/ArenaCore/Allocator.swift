@@ -1,0 +1,241 @@
+// The operations of a heap: allocate, deallocate, reallocate, usable size, statistics. Every
+// request is routed by size: small classes (thread cache, then class central), page runs (page
+// heap), huge mappings. Every pointer handed back is validated before it is trusted; a pointer the
+// heap did not hand out stops the process with a one-line diagnosis naming it.
+import CSystemShims
+
+enum Allocator {
+  /// The small class serving `size` bytes at `alignment`, or 0 when a page run or mapping must.
+  @inline(__always)
+  static func smallClass(size: Int, alignment: Int) -> Int {
+    if alignment <= Layout.minimumAlignment {
+      return size <= Layout.smallLimit ? SizeClass.index(forSize: size) : 0
+    }
+    let wanted = max(size, alignment)
+    guard alignment <= Layout.pageSize, wanted <= Layout.smallLimit else { return 0 }
+    // Blocks of a class start at multiples of its size in page-aligned runs, so a class whose
+    // size is a multiple of the alignment gives aligned blocks (powers of two always qualify).
+    var c = SizeClass.index(forSize: wanted)
+    while c <= SizeClass.count && SizeClass.size(ofClass: c) % alignment != 0 { c &+= 1 }
+    return c <= SizeClass.count ? c : 0
+  }
+
+  /// Allocates `size` bytes aligned to `alignment` (a power of two, validated by the caller).
+  static func allocate(_ h: HeapPointer, size: Int, alignment: Int, cache: ThreadCachePointer?,
+                       zeroed: Bool) -> UnsafeMutableRawPointer? {
+    let c = smallClass(size: size, alignment: alignment)
+    if c != 0 {
+      var block: UnsafeMutableRawPointer? = nil
+      if let tc = cache {
+        let bin = tc.bin(c)
+        if let p = bin.pointee.head {
+          bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
+          bin.pointee.count &-= 1
+          block = p
+        } else {
+          block = ThreadCaches.refill(tc, c)
+        }
+      } else {
+        block = SmallRuns.take(h, c, count: 1).head
+      }
+      guard let p = block else { arena_set_errno(ENOMEM); return nil }
+      p.storeBytes(of: 0, toByteOffset: 8, as: UInt.self)
+      if zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 16)) }
+      return p
+    }
+    if size > Layout.hugeThreshold { return Huge.allocate(h, size: size, alignment: alignment) }
+    let pages = (size &+ Layout.pageSize &- 1) &>> Layout.pageShift
+    guard let run = PageHeap.allocate(h, pages: pages, alignment: max(alignment, Layout.pageSize)) else {
+      // A reservation too small for this run (RLIMIT_AS fallback): a mapping of its own.
+      if arena_get_errno() == ENOMEM, pages &<< Layout.pageShift >= h.pointee.reservationSize / 4 {
+        return Huge.allocate(h, size: size, alignment: alignment)
+      }
+      arena_set_errno(ENOMEM)
+      return nil
+    }
+    _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(pages &<< Layout.pageShift))
+    _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
+    let p = UnsafeMutableRawPointer(bitPattern: run.descriptor.pointee.start)!
+    if zeroed && !run.isZeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+    return p
+  }
+
+  /// What a pointer handed to deallocate, reallocate or usableSize is.
+  struct Block {
+    var reservation: ReservationPointer?
+    var sizeClass: Int        // small: 1...count; large and huge: 0
+    var usableSize: Int
+  }
+
+  /// Finds and validates the block at `p`; stops the process with a diagnosis if `p` is not the
+  /// start of a live block of heap `h`. `operation` names the caller in the diagnosis.
+  static func block(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, _ operation: StaticString) -> Block {
+    let a = UInt(bitPattern: p)
+    guard let r = h.reservation(containing: a) else {
+      let huge = Huge.size(h, a)
+      if huge > 0 { return Block(reservation: nil, sizeClass: 0, usableSize: huge) }
+      if Reservations.find(a) != nil { fatal(operation, "pointer belongs to another arena:", p) }
+      fatal(operation, "pointer was not allocated by this allocator:", p)
+    }
+    let page = r.pageIndex(a)
+    let entry = r.pointee.pageMap[page]
+    let tag = Int(entry & 0xFF)
+    if tag >= 2 {
+      let c = tag &- 1
+      let size = UInt(SizeClass.size(ofClass: c))
+      let offset = a &- r.address(ofPage: Int(entry &>> 8))
+      let index = UInt((UInt64(offset) &* ClassTable.magic(c)) &>> 40)
+      if index &* size != offset { fatalSmall(operation, "pointer is inside a block, not at its start:", p, c) }
+      if p.load(fromByteOffset: 8, as: UInt.self) == SmallRuns.tag(p) {
+        fatalSmall(operation, "double free (block is already free):", p, c)
+      }
+      let d = r.descriptor(Int(entry &>> 8))
+      if index >= UInt(d.pointee.carvedCount) { fatalSmall(operation, "pointer is not an allocated block:", p, c) }
+      return Block(reservation: r, sizeClass: c, usableSize: Int(size))
+    }
+    // A large run: its first page-map entry names itself and its descriptor says large.
+    arena_lock_acquire(&h.pointee.pageLock)
+    let d = r.descriptor(page)
+    let isRunStart = tag == 1 && Int(entry &>> 8) == page && d.pointee.start == a
+    let kind = d.pointee.kind
+    let pages = Int(d.pointee.pageCount)
+    arena_lock_release(&h.pointee.pageLock)
+    if isRunStart && kind == RunKind.large { return Block(reservation: r, sizeClass: 0, usableSize: pages &<< Layout.pageShift) }
+    if isRunStart && kind == RunKind.free { fatal(operation, "double free (page run is already free):", p) }
+    fatal(operation, "pointer is not an allocated block:", p)
+  }
+
+  /// Frees the block at `p` (any size) back to heap `h`, through `cache` when given.
+  static func deallocate(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, cache: ThreadCachePointer?) {
+    let b = block(h, p, "free():")
+    if b.sizeClass != 0 {
+      freeSmall(h, p, b.sizeClass, cache: cache)
+    } else if let r = b.reservation {
+      freeLarge(h, r, p)
+    } else if !Huge.free(h, UInt(bitPattern: p)) {
+      fatal("free():", "double free (huge block is already free):", p)
+    }
+  }
+
+  @inline(__always)
+  static func freeSmall(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, _ c: Int, cache: ThreadCachePointer?) {
+    let stamp = SmallRuns.tag(p)
+    if let tc = cache {
+      let bin = tc.bin(c)
+      p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
+      p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
+      bin.pointee.head = p
+      bin.pointee.count &+= 1
+      if bin.pointee.count > bin.pointee.limit { ThreadCaches.flush(tc, c, keep: Int(bin.pointee.limit / 2)) }
+    } else {
+      p.storeBytes(of: 0, as: UInt.self)
+      p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
+      SmallRuns.give(h, c, p, count: 1)
+    }
+  }
+
+  static func freeLarge(_ h: HeapPointer, _ r: ReservationPointer, _ p: UnsafeMutableRawPointer) {
+    let now = UInt(arena_sys_now_ns())
+    let page = r.pageIndex(UInt(bitPattern: p))
+    arena_lock_acquire(&h.pointee.pageLock)
+    let d = r.descriptor(page)
+    guard d.pointee.kind == RunKind.large, d.pointee.start == UInt(bitPattern: p) else {
+      arena_lock_release(&h.pointee.pageLock)
+      fatal("free():", "double free (page run is already free):", p)
+    }
+    let bytes = Int(d.pointee.pageCount) &<< Layout.pageShift
+    PageHeap.releaseLocked(r, d, stamp: now)
+    arena_lock_release(&h.pointee.pageLock)
+    _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(bytes))
+    _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+  }
+
+  /// Resizes the block at `p` to `size` bytes: in place when its class still fits or its page run
+  /// can shrink or grow into a free neighbour, by mremap for huge blocks, else by moving. On
+  /// failure returns nil with ENOMEM and leaves the block untouched.
+  static func reallocate(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, size: Int,
+                         cache: ThreadCachePointer?) -> UnsafeMutableRawPointer? {
+    let b = block(h, p, "realloc():")
+    let old = b.usableSize
+    if b.sizeClass != 0 {
+      if size <= old && (old <= 64 || size > old / 2) { return p }
+    } else if let r = b.reservation {
+      if size > Layout.smallLimit && size <= Layout.hugeThreshold {
+        let pages = (size &+ Layout.pageSize &- 1) &>> Layout.pageShift
+        let oldPages = old &>> Layout.pageShift
+        let d = r.descriptor(r.pageIndex(UInt(bitPattern: p)))
+        arena_lock_acquire(&h.pointee.pageLock)
+        var done = false
+        if pages < oldPages {
+          PageHeap.shrinkLocked(r, d, to: pages)
+          done = true
+        } else if pages == oldPages {
+          done = true
+        } else if PageHeap.growLocked(r, d, to: pages) {
+          done = true
+        }
+        arena_lock_release(&h.pointee.pageLock)
+        if done {
+          let delta = (pages &- oldPages) &<< Layout.pageShift
+          if delta >= 0 { _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(delta)) }
+          else { _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(-delta)) }
+          return p
+        }
+      }
+    } else if size > Layout.hugeThreshold {
+      if let moved = Huge.resize(h, UInt(bitPattern: p), to: size) { return moved }
+      arena_set_errno(ENOMEM)
+      return nil
+    }
+    guard let q = allocate(h, size: size, alignment: Layout.minimumAlignment, cache: cache, zeroed: false) else {
+      arena_set_errno(ENOMEM)
+      return nil
+    }
+    q.copyMemory(from: p, byteCount: min(old, size))
+    deallocate(h, p, cache: cache)
+    return q
+  }
+
+  /// Exact usable size of the block at `p` (validated).
+  static func usableSize(_ h: HeapPointer, _ p: UnsafeMutableRawPointer) -> Int {
+    block(h, p, "malloc_usable_size():").usableSize
+  }
+
+  // MARK: Diagnosis
+
+  static func fatal(_ operation: StaticString, _ what: StaticString, _ p: UnsafeMutableRawPointer) -> Never {
+    var line = (0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64,
+                0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64)
+    withUnsafeMutableBytes(of: &line) { buffer in
+      let n = join(buffer, operation, what)
+      _ = n
+      arena_fatal_pointer(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), p)
+    }
+    // arena_fatal_pointer does not return.
+    while true {}
+  }
+
+  static func fatalSmall(_ operation: StaticString, _ what: StaticString, _ p: UnsafeMutableRawPointer, _ c: Int) -> Never {
+    var line = (0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64,
+                0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64)
+    withUnsafeMutableBytes(of: &line) { buffer in
+      _ = join(buffer, operation, what)
+      arena_fatal_pointer_detail(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), p,
+                                 "size class of", UInt64(SizeClass.size(ofClass: c)))
+    }
+    while true {}
+  }
+
+  /// Writes "operation what" NUL-terminated into `buffer` (no String: it would allocate).
+  static func join(_ buffer: UnsafeMutableRawBufferPointer, _ a: StaticString, _ b: StaticString) -> Int {
+    var at = 0
+    let limit = buffer.count &- 1
+    var i = 0
+    while i < a.utf8CodeUnitCount && at < limit { buffer[at] = a.utf8Start[i]; at &+= 1; i &+= 1 }
+    if at < limit { buffer[at] = 0x20; at &+= 1 }
+    i = 0
+    while i < b.utf8CodeUnitCount && at < limit { buffer[at] = b.utf8Start[i]; at &+= 1; i &+= 1 }
+    buffer[at] = 0
+    return at
+  }
+}

@@ -1,0 +1,108 @@
+// The C entry points of the default heap. The libc names (malloc, free, ...) are defined in C
+// (CArenaMalloc) and forward here; Swift never defines them. `arena_malloc` and `arena_free` hold
+// the fast paths: a thread-cache pop or push, with no lock, no atomic read-modify-write, no system
+// call and no Swift runtime call. Everything else is a named slow path.
+import CSystemShims
+
+/// malloc: `size` bytes, 16-byte aligned; NULL with ENOMEM when memory cannot be had.
+@c(arena_malloc)
+public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
+  if size <= UInt(Layout.smallLimit), let tc = ThreadCaches.current {
+    let bin = tc.bin(SizeClass.index(forSize: Int(size)))
+    if let p = bin.pointee.head {
+      bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
+      bin.pointee.count &-= 1
+      p.storeBytes(of: 0, toByteOffset: 8, as: UInt.self)
+      return p
+    }
+  }
+  return defaultAllocateSlow(size: size, alignment: UInt(Layout.minimumAlignment), zeroed: false)
+}
+
+/// free: returns a block to the calling thread's cache; errno is preserved.
+@c(arena_free)
+public func arenaFree(_ p: UnsafeMutableRawPointer?) {
+  guard let p else { return }
+  let g = arena_globals_pointer()
+  let a = UInt(bitPattern: p)
+  let offset = a &- g.pointee.primary_data_start
+  if offset < g.pointee.primary_data_end &- g.pointee.primary_data_start, let tc = ThreadCaches.current {
+    let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
+    let tag = Int(entry & 0xFF)
+    if tag >= 2 {
+      let c = tag &- 1
+      let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
+      let index = UInt((UInt64(inRun) &* ClassTable.magic(c)) &>> 40)
+      let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
+      if index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp {
+        let bin = tc.bin(c)
+        p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
+        p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
+        bin.pointee.head = p
+        bin.pointee.count &+= 1
+        if bin.pointee.count > bin.pointee.limit { ThreadCaches.flush(tc, c, keep: Int(bin.pointee.limit / 2)) }
+        return
+      }
+    }
+  }
+  defaultFreeSlow(p)
+}
+
+/// calloc: `count * size` zeroed bytes; NULL with ENOMEM on overflow.
+@c(arena_calloc)
+public func arenaCalloc(_ count: UInt, _ size: UInt) -> UnsafeMutableRawPointer? {
+  let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+  if overflow { arena_set_errno(ENOMEM); return nil }
+  return defaultAllocateSlow(size: bytes, alignment: UInt(Layout.minimumAlignment), zeroed: true)
+}
+
+/// realloc with glibc's contract: NULL -> malloc, size 0 -> free and NULL, failure -> NULL with
+/// ENOMEM and the old block intact.
+@c(arena_realloc)
+public func arenaRealloc(_ p: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeMutableRawPointer? {
+  guard let p else { return arenaMalloc(size) }
+  if size == 0 { arenaFree(p); return nil }
+  guard size <= UInt(Int.max / 2), let h = Heaps.defaultHeap else { arena_set_errno(ENOMEM); return nil }
+  return Allocator.reallocate(h, p, size: Int(size), cache: currentOrNewCache(h))
+}
+
+/// An aligned allocation: `alignment` must be a power of two (EINVAL otherwise).
+@c(arena_aligned_alloc)
+public func arenaAlignedAlloc(_ alignment: UInt, _ size: UInt) -> UnsafeMutableRawPointer? {
+  guard alignment != 0, alignment & (alignment &- 1) == 0 else { arena_set_errno(EINVAL); return nil }
+  return defaultAllocateSlow(size: size, alignment: max(alignment, UInt(Layout.minimumAlignment)), zeroed: false)
+}
+
+/// malloc_usable_size: the exact usable size of a block (0 for NULL).
+@c(arena_usable_size)
+public func arenaUsableSize(_ p: UnsafeMutableRawPointer?) -> UInt {
+  guard let p, let h = Heaps.defaultHeapIfCreated else {
+    if let p { Allocator.fatal("malloc_usable_size():", "pointer was not allocated by this allocator:", p) }
+    return 0
+  }
+  return UInt(Allocator.usableSize(h, p))
+}
+
+/// The calling thread's cache, created on its first allocator call (nil while the thread exits).
+@inline(__always)
+func currentOrNewCache(_ h: HeapPointer) -> ThreadCachePointer? {
+  if let tc = ThreadCaches.current { return tc }
+  return arena_tls_get() == nil ? ThreadCaches.createCurrent(h) : nil
+}
+
+func defaultAllocateSlow(size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
+  guard size <= UInt(Int.max / 4), alignment <= UInt(1 << 40), let h = Heaps.defaultHeap else {
+    arena_set_errno(ENOMEM)
+    return nil
+  }
+  return Allocator.allocate(h, size: Int(size), alignment: Int(alignment), cache: currentOrNewCache(h), zeroed: zeroed)
+}
+
+func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
+  guard let h = Heaps.defaultHeapIfCreated else {
+    Allocator.fatal("free():", "pointer was not allocated by this allocator:", p)
+  }
+  let saved = arena_get_errno()
+  Allocator.deallocate(h, p, cache: currentOrNewCache(h))
+  arena_set_errno(saved)
+}

@@ -1,0 +1,184 @@
+// A heap: the owner of reservations, size-class centrals and (for the default heap) thread caches.
+// The default heap serves malloc and `Arena.default`; private heaps serve `Arena(reserving:)`.
+// A heap's header lives in the header region of its first reservation, so creating one allocates
+// nothing but address space.
+import CSystemShims
+
+typealias HeapPointer = UnsafeMutablePointer<HeapHeader>
+
+/// Per-heap state. Locks: `pageLock` (page heap), one lock per size class (in `ClassCentral`),
+/// `cacheLock` (the list of thread caches), `hugeLock` (the huge-allocation table). Order when
+/// several are taken: class, cache, page, huge, registry. No lock is held across a system call
+/// that other threads wait on.
+struct HeapHeader {
+  var pageLock: arena_lock_t
+  var cacheLock: arena_lock_t
+  var hugeLock: arena_lock_t
+  var isDefault: Bool
+  var reservationSize: Int
+  var firstReservation: ReservationPointer?
+  var lastReservation: ReservationPointer?
+  var threadCaches: ThreadCachePointer?
+  var lastError: Int32
+  // Counters (page lock unless noted).
+  var commitCalls: Int
+  var largeLiveBytes: UInt64   // atomic
+  var largeLiveCount: UInt64   // atomic
+  var hugeLiveBytes: Int       // huge lock
+  var hugeLiveCount: Int       // huge lock
+  var hugeCapacity: Int
+
+  @inline(__always) static var headerOffset: Int { 4096 }
+  @inline(__always) static var centralsOffset: Int { 5120 }
+  @inline(__always) static var hugeTableOffset: Int { 32768 }
+  @inline(__always) static var hugeTableCapacity: Int { 2048 }
+}
+
+/// The shared state of one size class: runs with free blocks, and how many blocks are out.
+struct ClassCentral {
+  var lock: arena_lock_t
+  var runCount: UInt32
+  var partial: DescriptorPointer?
+  /// Blocks handed out of runs (to users or to thread caches).
+  var blocksOut: Int
+  var pad: Int
+}
+
+/// One mapping of a huge allocation.
+struct HugeEntry {
+  var address: UInt
+  var size: UInt
+}
+
+extension UnsafeMutablePointer where Pointee == HeapHeader {
+  @inline(__always) func central(_ c: Int) -> UnsafeMutablePointer<ClassCentral> {
+    (UnsafeMutableRawPointer(self) + (HeapHeader.centralsOffset &- HeapHeader.headerOffset))
+      .assumingMemoryBound(to: ClassCentral.self) + c
+  }
+  @inline(__always) var hugeTable: UnsafeMutablePointer<HugeEntry> {
+    (UnsafeMutableRawPointer(self) + (HeapHeader.hugeTableOffset &- HeapHeader.headerOffset))
+      .assumingMemoryBound(to: HugeEntry.self)
+  }
+  /// The reservation of this heap holding `address`, if any.
+  @inline(__always) func reservation(containing address: UInt) -> ReservationPointer? {
+    var r = pointee.firstReservation
+    while let res = r {
+      if res.contains(address) { return res }
+      r = res.pointee.next
+    }
+    return nil
+  }
+}
+
+enum Heaps {
+  /// Creates a heap in a new reservation of `size` bytes (or a smaller one the system allows).
+  static func create(reservationSize size: Int, isDefault: Bool) -> HeapPointer? {
+    if arena_class_size_table()[1] == 0 { SizeClass.initializeTables() }
+    if arena_globals_pointer().pointee.secret == 0 {
+      arena_globals_pointer().pointee.secret = arena_sys_random64()
+    }
+    guard let r = Reservations.create(size: size, minimumBytes: Layout.minimumReservation, heap: nil) else { return nil }
+    let h = (UnsafeMutableRawPointer(r) + HeapHeader.headerOffset).assumingMemoryBound(to: HeapHeader.self)
+    h.initialize(to: HeapHeader(
+      pageLock: arena_lock_t(), cacheLock: arena_lock_t(), hugeLock: arena_lock_t(),
+      isDefault: isDefault, reservationSize: size, firstReservation: r, lastReservation: r,
+      threadCaches: nil, lastError: 0, commitCalls: 0, largeLiveBytes: 0, largeLiveCount: 0,
+      hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity))
+    r.pointee.heap = UnsafeMutableRawPointer(h)
+    return h
+  }
+
+  /// The process-wide heap, created on first use from zero-filled static storage (malloc runs
+  /// before any constructor). Returns nil only if not even a small reservation can be made.
+  @inline(__always)
+  static var defaultHeap: HeapPointer? {
+    let g = arena_globals_pointer()
+    if let h = g.pointee.default_heap, arena_atomic_load32(&g.pointee.default_heap_state) == 2 {
+      return h.assumingMemoryBound(to: HeapHeader.self)
+    }
+    return initializeDefaultHeap()
+  }
+
+  static func initializeDefaultHeap() -> HeapPointer? {
+    let g = arena_globals_pointer()
+    while true {
+      var expected: UInt32 = 0
+      if arena_atomic_cas32(&g.pointee.default_heap_state, &expected, 1) != 0 {
+        guard let h = create(reservationSize: Layout.defaultReservation, isDefault: true),
+              let r = h.pointee.firstReservation else {
+          arena_atomic_store32(&g.pointee.default_heap_state, 0)
+          return nil
+        }
+        g.pointee.primary_page_map = r.pointee.pageMap
+        g.pointee.primary_data_start = r.pointee.dataStart
+        g.pointee.primary_data_end = r.pointee.dataStart &+ UInt(r.pointee.dataPages &<< Layout.pageShift)
+        g.pointee.default_heap = UnsafeMutableRawPointer(h)
+        arena_atomic_store32(&g.pointee.default_heap_state, 2)
+        return h
+      }
+      if expected == 2 { return g.pointee.default_heap?.assumingMemoryBound(to: HeapHeader.self) }
+      // Another thread is reserving the default heap; it makes no allocator calls while doing so.
+    }
+  }
+
+  /// Whether the default heap exists (without creating it).
+  static var defaultHeapIfCreated: HeapPointer? {
+    let g = arena_globals_pointer()
+    guard arena_atomic_load32(&g.pointee.default_heap_state) == 2 else { return nil }
+    return g.pointee.default_heap?.assumingMemoryBound(to: HeapHeader.self)
+  }
+
+  /// Frees everything in a private heap at once: every reservation but the first is unmapped and
+  /// the first is decommitted and reinitialised. The heap stays usable.
+  static func reset(_ h: HeapPointer) {
+    guard let first = h.pointee.firstReservation else { return }
+    var r = first.pointee.next
+    while let res = r {
+      r = res.pointee.next
+      Reservations.destroy(res)
+    }
+    let dataBytes = first.pointee.frontier &<< Layout.pageShift
+    if dataBytes > 0 {
+      _ = arena_sys_decommit(UnsafeMutableRawPointer(bitPattern: first.pointee.dataStart), dataBytes)
+    }
+    // Clear the page map (its memory stays committed) and every bin.
+    let mapBytes = first.pointee.dataPages &* 4
+    _ = arena_sys_purge(UnsafeMutableRawPointer(first.pointee.pageMap), Int(roundUp(UInt(mapBytes), UInt(Layout.pageSize))))
+    UnsafeMutableRawPointer(first.binMasks).initializeMemory(as: UInt8.self, repeating: 0, count: 48)
+    UnsafeMutableRawPointer(first.binHeads).initializeMemory(as: UInt8.self, repeating: 0,
+                                                            count: FreeState.count &* Reservation.binCount &* 8)
+    first.pointee.freePages = (0, 0, 0)
+    first.pointee.next = nil
+    first.pointee.committedPages = 0
+    // Pages below the old frontier keep their (committed) descriptors; make them one
+    // decommitted free run so they are reused before fresh granules.
+    let oldFrontier = first.pointee.frontier
+    if oldFrontier > 0 {
+      PageHeap.insertFree(first, start: 0, pages: oldFrontier, state: FreeState.decommitted, stamp: 0)
+    }
+    h.pointee.lastReservation = first
+    var c = 1
+    while c <= SizeClass.count {
+      let central = h.central(c)
+      central.pointee.partial = nil
+      central.pointee.blocksOut = 0
+      central.pointee.runCount = 0
+      c &+= 1
+    }
+    h.pointee.largeLiveBytes = 0
+    h.pointee.largeLiveCount = 0
+    Huge.releaseAll(h)
+  }
+
+  /// Unmaps every reservation of a private heap (the heap header goes with the first).
+  static func destroy(_ h: HeapPointer) {
+    Huge.releaseAll(h)
+    var r = h.pointee.firstReservation
+    var last: ReservationPointer? = nil
+    while let res = r {
+      r = res.pointee.next
+      if res == h.pointee.firstReservation { last = res } else { Reservations.destroy(res) }
+    }
+    if let first = last { Reservations.destroy(first) }
+  }
+}

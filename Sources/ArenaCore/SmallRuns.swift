@@ -1,0 +1,166 @@
+// Small runs: page runs carved into blocks of one size class, shared by all threads through the
+// class's `ClassCentral` (one lock per class). Thread caches take and give blocks in batches, so
+// the lock is taken once per batch, not per block.
+//
+// A free block (in a run's free list or in a thread cache) holds the address of the next free
+// block in word 0 and the tag `secret ^ address` in word 1; a block handed to a user has word 1
+// cleared. Freeing a block whose word 1 already holds its tag is a double free. Blocks are carved
+// lazily from a run's untouched tail, so a new run costs no page faults until it is used.
+//
+// A run whose blocks have all come back is returned to the page heap (dirty), unless it is the
+// only run on its class's partial list: that one is kept so that a class which allocates and
+// frees one block at a time does not create and destroy a run each time.
+import CSystemShims
+
+/// A batch of free blocks linked through word 0.
+struct BlockList {
+  var head: UnsafeMutableRawPointer?
+  var tail: UnsafeMutableRawPointer?
+  var count: Int
+}
+
+enum SmallRuns {
+  @inline(__always) static func tag(_ block: UnsafeMutableRawPointer) -> UInt {
+    UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret) ^ UInt(bitPattern: block)
+  }
+
+  /// Takes up to `count` blocks of class `c` (at least one unless memory is exhausted).
+  static func take(_ h: HeapPointer, _ c: Int, count: Int) -> BlockList {
+    let central = h.central(c)
+    let size = UInt(SizeClass.size(ofClass: c))
+    let capacity = UInt32((ClassTable.runPages(c) &<< Layout.pageShift) / Int(size))
+    let secret = UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret)
+    var list = BlockList(head: nil, tail: nil, count: 0)
+    arena_lock_acquire(&central.pointee.lock)
+    while list.count < count {
+      guard let d = central.pointee.partial else {
+        arena_lock_release(&central.pointee.lock)
+        let fresh = newRun(h, c)
+        arena_lock_acquire(&central.pointee.lock)
+        guard let run = fresh else { break }
+        push(central, run)
+        central.pointee.runCount &+= 1
+        continue
+      }
+      while list.count < count && d.pointee.freeList != 0 {
+        let block = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)!
+        d.pointee.freeList = block.load(as: UInt.self)
+        append(&list, block)
+        d.pointee.liveCount &+= 1
+      }
+      while list.count < count && d.pointee.carvedCount < capacity {
+        let address = d.pointee.start &+ UInt(d.pointee.carvedCount) &* size
+        let block = UnsafeMutableRawPointer(bitPattern: address)!
+        block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+        append(&list, block)
+        d.pointee.carvedCount &+= 1
+        d.pointee.liveCount &+= 1
+      }
+      if d.pointee.freeList == 0 && d.pointee.carvedCount == capacity { remove(central, d) }
+    }
+    central.pointee.blocksOut &+= list.count
+    arena_lock_release(&central.pointee.lock)
+    list.tail?.storeBytes(of: 0, as: UInt.self)
+    return list
+  }
+
+  @inline(__always)
+  static func append(_ list: inout BlockList, _ block: UnsafeMutableRawPointer) {
+    if let tail = list.tail { tail.storeBytes(of: UInt(bitPattern: block), as: UInt.self) } else { list.head = block }
+    list.tail = block
+    list.count &+= 1
+  }
+
+  /// Returns `count` tagged blocks of class `c`, linked through word 0, to their runs.
+  static func give(_ h: HeapPointer, _ c: Int, _ first: UnsafeMutableRawPointer?, count: Int) {
+    let central = h.central(c)
+    var emptied: DescriptorPointer? = nil
+    var emptiedReservations: ReservationPointer? = nil
+    var sameReservation = true
+    arena_lock_acquire(&central.pointee.lock)
+    var next = first
+    while let block = next {
+      next = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
+      let address = UInt(bitPattern: block)
+      guard let r = h.reservation(containing: address) else {
+        arena_lock_release(&central.pointee.lock)
+        arena_fatal_pointer("free(): block of a thread cache is outside the heap", block)
+      }
+      let entry = r.pointee.pageMap[r.pageIndex(address)]
+      let d = r.descriptor(Int(entry &>> 8))
+      block.storeBytes(of: d.pointee.freeList, as: UInt.self)
+      d.pointee.freeList = address
+      d.pointee.liveCount &-= 1
+      if d.pointee.inPartialList == 0 { push(central, d) }
+      if d.pointee.liveCount == 0 && (central.pointee.partial != d || d.pointee.next != nil) {
+        remove(central, d)
+        central.pointee.runCount &-= 1
+        d.pointee.next = emptied
+        emptied = d
+        if emptiedReservations == nil { emptiedReservations = r } else if emptiedReservations != r { sameReservation = false }
+      }
+    }
+    central.pointee.blocksOut &-= count
+    arena_lock_release(&central.pointee.lock)
+    while let d = emptied {
+      emptied = d.pointee.next
+      let r = sameReservation ? emptiedReservations! : h.reservation(containing: d.pointee.start)!
+      releaseRun(h, r, d)
+    }
+  }
+
+  /// Allocates a new run for class `c` from the page heap and labels its pages.
+  static func newRun(_ h: HeapPointer, _ c: Int) -> DescriptorPointer? {
+    let pages = ClassTable.runPages(c)
+    guard let run = PageHeap.allocate(h, pages: pages, alignment: Layout.pageSize) else { return nil }
+    let r = run.reservation
+    let d = run.descriptor
+    d.pointee.kind = RunKind.small
+    d.pointee.sizeClass = UInt8(c)
+    d.pointee.freeList = 0
+    d.pointee.liveCount = 0
+    d.pointee.carvedCount = 0
+    d.pointee.inPartialList = 0
+    let start = r.pageIndex(d.pointee.start)
+    let entry = UInt32(truncatingIfNeeded: start &<< 8) | UInt32(c &+ 1)
+    var page = 0
+    while page < pages {
+      r.pointee.pageMap[start &+ page] = entry
+      page &+= 1
+    }
+    return d
+  }
+
+  /// Gives an empty small run back to the page heap.
+  static func releaseRun(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer) {
+    let start = r.pageIndex(d.pointee.start)
+    let pages = Int(d.pointee.pageCount)
+    var page = 1
+    while page < pages &- 1 {
+      r.pointee.pageMap[start &+ page] = 0
+      page &+= 1
+    }
+    d.pointee.kind = RunKind.large
+    PageHeap.release(h, r, d)
+  }
+
+  // MARK: Partial list (class lock held)
+
+  @inline(__always)
+  static func push(_ central: UnsafeMutablePointer<ClassCentral>, _ d: DescriptorPointer) {
+    d.pointee.prev = nil
+    d.pointee.next = central.pointee.partial
+    central.pointee.partial?.pointee.prev = d
+    central.pointee.partial = d
+    d.pointee.inPartialList = 1
+  }
+
+  @inline(__always)
+  static func remove(_ central: UnsafeMutablePointer<ClassCentral>, _ d: DescriptorPointer) {
+    if let prev = d.pointee.prev { prev.pointee.next = d.pointee.next } else { central.pointee.partial = d.pointee.next }
+    d.pointee.next?.pointee.prev = d.pointee.prev
+    d.pointee.next = nil
+    d.pointee.prev = nil
+    d.pointee.inPartialList = 0
+  }
+}

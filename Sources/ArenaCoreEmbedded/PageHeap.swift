@@ -1,0 +1,1 @@
+../ArenaCore/PageHeap.swift
