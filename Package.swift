@@ -11,6 +11,8 @@ let package = Package(
     .library(name: "ArenaAllocator", targets: ["ArenaAllocator"]),
     .library(name: "ArenaMalloc", type: .dynamic, targets: ["ArenaMallocPreload"]),
     .executable(name: "arena-bench", targets: ["arena-bench"]),
+    .executable(name: "arena-workload", targets: ["arena-workload"]),
+    .executable(name: "arena-swift-workload", targets: ["arena-swift-workload"]),
   ],
   targets: [
     .target(name: "CSystemShims", path: "CSystemShims"),
@@ -26,6 +28,8 @@ let package = Package(
         "-enable-experimental-feature", "Embedded",
       ])]),
     .executableTarget(name: "arena-bench", dependencies: ["ArenaAllocator"], path: "Benchmarks/arena-bench"),
+    .executableTarget(name: "arena-workload", path: "Benchmarks/arena-workload"),
+    .executableTarget(name: "arena-swift-workload", path: "Benchmarks/arena-swift-workload"),
     .testTarget(name: "ArenaAllocatorTests", dependencies: ["ArenaAllocator", "ArenaCore", "CSystemShims"]),
   ]
 )

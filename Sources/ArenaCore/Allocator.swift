@@ -239,3 +239,122 @@ enum Allocator {
     return at
   }
 }
+
+// MARK: - Statistics
+
+/// A snapshot of a heap's counters, gathered without allocating.
+package struct HeapCounters {
+  package var reservedBytes = 0
+  package var reservationCount = 0
+  package var committedBytes = 0
+  package var metadataBytes = 0
+  package var freeDirtyBytes = 0
+  package var freeCleanBytes = 0
+  package var freeDecommittedBytes = 0
+  package var largeLiveBytes = 0
+  package var largeLiveCount = 0
+  package var hugeLiveBytes = 0
+  package var hugeLiveCount = 0
+  package var smallRunCount = 0
+  package var commitCalls = 0
+  package var smallLiveBytes = 0
+  package var cachedBytes = 0
+}
+
+extension Allocator {
+  /// Fills `counters` and, per size class c in 1...SizeClass.count, `liveBlocks[c]` (blocks in
+  /// use) and `cachedBlocks[c]` (blocks parked in thread caches).
+  package static func counters(_ h: HeapPointer, liveBlocks: UnsafeMutablePointer<Int>,
+                               cachedBlocks: UnsafeMutablePointer<Int>) -> HeapCounters {
+    var s = HeapCounters()
+    arena_lock_acquire(&h.pointee.pageLock)
+    var r = h.pointee.firstReservation
+    while let res = r {
+      s.reservationCount &+= 1
+      s.reservedBytes &+= res.pointee.size
+      s.committedBytes &+= res.pointee.committedPages &<< Layout.pageShift
+      s.metadataBytes &+= res.pointee.metadataCommittedBytes
+        &+ res.pointee.frontier &* MemoryLayout<RunDescriptor>.stride
+      s.freeDirtyBytes &+= res.pointee.freePages.0 &<< Layout.pageShift
+      s.freeCleanBytes &+= res.pointee.freePages.1 &<< Layout.pageShift
+      s.freeDecommittedBytes &+= res.pointee.freePages.2 &<< Layout.pageShift
+      r = res.pointee.next
+    }
+    s.commitCalls = h.pointee.commitCalls
+    arena_lock_release(&h.pointee.pageLock)
+    s.largeLiveBytes = Int(arena_atomic_load64(&h.pointee.largeLiveBytes))
+    s.largeLiveCount = Int(arena_atomic_load64(&h.pointee.largeLiveCount))
+    arena_lock_acquire(&h.pointee.hugeLock)
+    s.hugeLiveBytes = h.pointee.hugeLiveBytes
+    s.hugeLiveCount = h.pointee.hugeLiveCount
+    arena_lock_release(&h.pointee.hugeLock)
+    var c = 1
+    while c <= SizeClass.count {
+      let central = h.central(c)
+      arena_lock_acquire(&central.pointee.lock)
+      let out = central.pointee.blocksOut
+      s.smallRunCount &+= Int(central.pointee.runCount)
+      arena_lock_release(&central.pointee.lock)
+      let cached = ThreadCaches.cachedBlocks(h, c)
+      liveBlocks[c] = max(0, out &- cached)
+      cachedBlocks[c] = cached
+      s.smallLiveBytes &+= liveBlocks[c] &* SizeClass.size(ofClass: c)
+      s.cachedBytes &+= cached &* SizeClass.size(ofClass: c)
+      c &+= 1
+    }
+    return s
+  }
+}
+
+// MARK: - Entry points for the Swift API (package-internal)
+
+/// Handles to heaps for the `ArenaAllocator` module; never used by malloc.
+package enum HeapHandle {
+  package static var defaultHeap: UnsafeMutableRawPointer? { Heaps.defaultHeap.map { UnsafeMutableRawPointer($0) } }
+  package static func create(reservationSize: Int) -> UnsafeMutableRawPointer? {
+    Heaps.create(reservationSize: reservationSize, isDefault: false).map { UnsafeMutableRawPointer($0) }
+  }
+  @inline(__always) static func heap(_ raw: UnsafeMutableRawPointer) -> HeapPointer { raw.assumingMemoryBound(to: HeapHeader.self) }
+  package static func isDefault(_ raw: UnsafeMutableRawPointer) -> Bool { heap(raw).pointee.isDefault }
+  package static var smallClassCount: Int { SizeClass.count }
+  package static func classSize(_ c: Int) -> Int { SizeClass.size(ofClass: c) }
+  package static func classIndex(forSize size: Int) -> Int { size <= Layout.smallLimit ? SizeClass.index(forSize: size) : 0 }
+  package static var smallLimit: Int { Layout.smallLimit }
+  package static var hugeThreshold: Int { Layout.hugeThreshold }
+  package static var pageSize: Int { Layout.pageSize }
+  package static var granuleBytes: Int { Layout.granulePages &<< Layout.pageShift }
+
+  /// The thread cache to use for heap `raw` on this thread (default heap only).
+  @inline(__always) static func cache(_ h: HeapPointer) -> ThreadCachePointer? {
+    h.pointee.isDefault ? currentOrNewCache(h) : nil
+  }
+
+  package static func allocate(_ raw: UnsafeMutableRawPointer, size: Int, alignment: Int, zeroed: Bool) -> UnsafeMutableRawPointer? {
+    guard size >= 0, size <= Int.max / 4 else { arena_set_errno(ENOMEM); return nil }
+    guard alignment > 0, alignment & (alignment &- 1) == 0, alignment <= 1 << 40 else { arena_set_errno(EINVAL); return nil }
+    let h = heap(raw)
+    return Allocator.allocate(h, size: size, alignment: max(alignment, Layout.minimumAlignment), cache: cache(h), zeroed: zeroed)
+  }
+  package static func deallocate(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) {
+    let h = heap(raw)
+    Allocator.deallocate(h, p, cache: cache(h))
+  }
+  package static func reallocate(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer, size: Int) -> UnsafeMutableRawPointer? {
+    guard size >= 0, size <= Int.max / 4 else { arena_set_errno(ENOMEM); return nil }
+    let h = heap(raw)
+    return Allocator.reallocate(h, p, size: max(size, 1), cache: cache(h))
+  }
+  package static func usableSize(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) -> Int {
+    Allocator.usableSize(heap(raw), p)
+  }
+  package static func counters(_ raw: UnsafeMutableRawPointer, liveBlocks: UnsafeMutablePointer<Int>,
+                               cachedBlocks: UnsafeMutablePointer<Int>) -> HeapCounters {
+    Allocator.counters(heap(raw), liveBlocks: liveBlocks, cachedBlocks: cachedBlocks)
+  }
+  package static func reset(_ raw: UnsafeMutableRawPointer) { Heaps.reset(heap(raw)) }
+  package static func destroy(_ raw: UnsafeMutableRawPointer) { Heaps.destroy(heap(raw)) }
+  /// Flushes the calling thread's cache back to the centrals (tests and trim).
+  package static func flushCurrentThreadCache() {
+    if let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
+  }
+}
