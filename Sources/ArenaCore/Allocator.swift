@@ -320,6 +320,7 @@ package enum HeapHandle {
   package static func classSize(_ c: Int) -> Int { SizeClass.size(ofClass: c) }
   package static func classIndex(forSize size: Int) -> Int { size <= Layout.smallLimit ? SizeClass.index(forSize: size) : 0 }
   package static var smallLimit: Int { Layout.smallLimit }
+  package static func runPages(ofClass c: Int) -> Int { SizeClass.runPages(ofClass: c) }
   package static var hugeThreshold: Int { Layout.hugeThreshold }
   package static var pageSize: Int { Layout.pageSize }
   package static var granuleBytes: Int { Layout.granulePages &<< Layout.pageShift }
