@@ -221,7 +221,7 @@ enum Allocator {
     withUnsafeMutableBytes(of: &line) { buffer in
       _ = join(buffer, operation, what)
       arena_fatal_pointer_detail(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), p,
-                                 "size class of", UInt64(SizeClass.size(ofClass: c)))
+                                 "size class", UInt64(SizeClass.size(ofClass: c)))
     }
     while true {}
   }

@@ -1,0 +1,112 @@
+// Layer: bad input. Impossible requests return nil with errno; pointers the arena did not hand out
+// stop the process with a one-line diagnosis naming the pointer (checked in a child process).
+import ArenaAllocator
+import Foundation
+import Testing
+
+@Suite struct BadInputTests {
+  @Test func impossibleSizesReturnNilWithENOMEM() {
+    let arena = Arena.default
+    for size in [Int.max, Int.max / 2, 1 << 62, -1] {
+      errno = 0
+      #expect(arena.allocate(byteCount: size) == nil, "size \(size)")
+      #expect(errno == ENOMEM, "size \(size): errno \(errno)")
+    }
+    let p = arena.allocate(byteCount: 64)!
+    errno = 0
+    #expect(arena.reallocate(p, byteCount: Int.max) == nil)
+    #expect(errno == ENOMEM)
+    #expect(arena.usableSize(of: p) == 64, "a failed reallocate leaves the block intact")
+    arena.deallocate(p)
+  }
+
+  @Test func sizesBeyondTheAddressSpaceFailCleanly() {
+    // Plausible-looking but unmappable: 64 TiB.
+    errno = 0
+    #expect(Arena.default.allocate(byteCount: 1 << 46) == nil)
+    #expect(errno == ENOMEM)
+  }
+
+  @Test(arguments: [0, 3, 24, 48, 1000])
+  func badAlignmentsReturnNilWithEINVAL(alignment: Int) {
+    errno = 0
+    #expect(Arena.default.allocate(byteCount: 16, alignment: alignment) == nil)
+    #expect(errno == EINVAL)
+  }
+
+  static func diagnosis(_ result: ExitTest.Result?) -> String {
+    String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+  }
+
+  @Test func doubleFreeOfASmallBlockIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 48)!
+      Arena.default.deallocate(p)
+      Arena.default.deallocate(p)
+    }
+    let line = Self.diagnosis(result)
+    #expect(line.contains("arena: free(): double free"), "\(line)")
+    #expect(line.contains("0x"), "names the pointer: \(line)")
+    #expect(line.split(separator: "\n").count == 1, "one line: \(line)")
+  }
+
+  @Test func doubleFreeOfAPageRunIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 100_000)!
+      Arena.default.deallocate(p)
+      Arena.default.deallocate(p)
+    }
+    #expect(Self.diagnosis(result).contains("double free"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func doubleFreeOfAHugeBlockIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 64 << 20)!
+      Arena.default.deallocate(p)
+      Arena.default.deallocate(p)
+    }
+    #expect(Self.diagnosis(result).contains("not allocated by this allocator"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func foreignPointerIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let foreign = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+      Arena.default.deallocate(foreign)
+    }
+    #expect(Self.diagnosis(result).contains("not allocated by this allocator"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func interiorPointerIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 64)!
+      Arena.default.deallocate(p + 16)
+    }
+    #expect(Self.diagnosis(result).contains("inside a block"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func interiorPointerOfAPageRunIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 100_000)!
+      Arena.default.deallocate(p + 8192)
+    }
+    #expect(Self.diagnosis(result).contains("not an allocated block"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func pointerOfAnotherArenaIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let other = Arena(reserving: 16 << 20)!
+      let p = other.allocate(byteCount: 64)!
+      Arena.default.deallocate(p)
+    }
+    #expect(Self.diagnosis(result).contains("another arena"), "\(Self.diagnosis(result))")
+  }
+
+  @Test func usableSizeOfAFreedBlockIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let p = Arena.default.allocate(byteCount: 200)!
+      Arena.default.deallocate(p)
+      _ = Arena.default.usableSize(of: p)
+    }
+    #expect(Self.diagnosis(result).contains("double free"), "\(Self.diagnosis(result))")
+  }
+}
