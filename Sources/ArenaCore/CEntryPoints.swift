@@ -90,6 +90,7 @@ func currentOrNewCache(_ h: HeapPointer) -> ThreadCachePointer? {
   return arena_tls_get() == nil ? ThreadCaches.createCurrent(h) : nil
 }
 
+@inline(never)
 func defaultAllocateSlow(size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
   guard size <= UInt(Int.max / 4), alignment <= UInt(1 << 40), let h = Heaps.defaultHeap else {
     arena_set_errno(ENOMEM)
@@ -98,6 +99,7 @@ func defaultAllocateSlow(size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMut
   return Allocator.allocate(h, size: Int(size), alignment: Int(alignment), cache: currentOrNewCache(h), zeroed: zeroed)
 }
 
+@inline(never)
 func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
   guard let h = Heaps.defaultHeapIfCreated else {
     Allocator.fatal("free():", "pointer was not allocated by this allocator:", p)

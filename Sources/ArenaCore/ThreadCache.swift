@@ -84,6 +84,7 @@ enum ThreadCaches {
   }
 
   /// Gives the older half of an overfull bin back to the central.
+  @inline(never)
   static func flush(_ tc: ThreadCachePointer, _ c: Int, keep: Int) {
     let bin = tc.bin(c)
     var count = Int(bin.pointee.count)

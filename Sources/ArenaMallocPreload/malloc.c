@@ -11,12 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
-extern void *arena_malloc(size_t size);
-extern void arena_free(void *p);
-extern void *arena_calloc(size_t count, size_t size);
-extern void *arena_realloc(void *p, size_t size);
-extern void *arena_aligned_alloc(size_t alignment, size_t size);
-extern size_t arena_usable_size(void *p);
+// The Swift core's entry points. Hidden: the calls below become direct tail jumps, not PLT calls.
+#define ARENA_CORE __attribute__((visibility("hidden")))
+ARENA_CORE extern void *arena_malloc(size_t size);
+ARENA_CORE extern void arena_free(void *p);
+ARENA_CORE extern void *arena_calloc(size_t count, size_t size);
+ARENA_CORE extern void *arena_realloc(void *p, size_t size);
+ARENA_CORE extern void *arena_aligned_alloc(size_t alignment, size_t size);
+ARENA_CORE extern size_t arena_usable_size(void *p);
 
 #define ARENA_EXPORT __attribute__((visibility("default")))
 
