@@ -23,7 +23,6 @@ let package = Package(
       swiftSettings: [.enableExperimentalFeature("Embedded"), .unsafeFlags(["-Xfrontend", "-disable-stack-protector"])]),
     .target(
       name: "ArenaMallocPreload", dependencies: ["ArenaCoreEmbedded"],
-      cSettings: [.unsafeFlags(["-fomit-frame-pointer"])],
       linkerSettings: [.unsafeFlags([
         "-Xlinker", "--version-script=\(exportsMap)", "-Xlinker", "--gc-sections",
         "-enable-experimental-feature", "Embedded",

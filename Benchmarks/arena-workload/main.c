@@ -1,1 +1,1001 @@
-int main(void) { return 0; }
+// arena-workload: allocator workloads for the side-by-side benchmark (arena-bench).
+//
+//   arena-workload <workload> [key=value ...]
+//
+// The allocator under test is chosen by the parent with LD_PRELOAD; this program only calls the
+// malloc family. Bookkeeping (slot arrays, queues) lives in mmap'd memory so it does not perturb
+// the allocator being measured. Every block is filled with a pattern derived from a per-block tag
+// and its offset, and checked before it is freed (and after realloc), so a broken allocator fails
+// loudly: "VERIFY FAILED ..." on stderr and a non-zero exit status.
+//
+// Output (stdout, one line each, written with write(2) so nothing is buffered):
+//   PHASE <name> <monotonic seconds> [key=value ...]     (spike-idle only)
+//   RESULT workload=<w> ops=<n> seconds=<s> checksum=<hex> [key=value ...]
+// The checksum depends only on the workload, its parameters and the seed (never on addresses or
+// timing), so it must be identical for every allocator.
+//
+// Workloads: churn, mixed, prodcons, realloc, large, server, spike-idle. `arena-workload help`
+// lists their parameters. Only libc and pthreads are used.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "arena-workload assumes a little-endian machine"
+#endif
+
+// MARK: - Output and failure
+
+static const char *g_workload = "?";
+
+static void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void emit(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
+  buf[n++] = '\n';
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(1, p, (size_t)n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    p += w;
+    n -= (int)w;
+  }
+}
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die(int code, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) n = 0;
+  if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;
+  char line[1200];
+  int m = snprintf(line, sizeof line, "%s (workload=%s)\n", buf, g_workload);
+  if (m > 0) {
+    ssize_t ignored = write(2, line, (size_t)(m < (int)sizeof line ? m : (int)sizeof line - 1));
+    (void)ignored;
+  }
+  _exit(code);
+}
+
+enum { EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_ALLOC = 4, EXIT_SYSTEM = 5 };
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_seconds(double s) {
+  if (s <= 0) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  double end = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + s;
+  struct timespec until;
+  until.tv_sec = (time_t)end;
+  until.tv_nsec = (long)((end - (double)until.tv_sec) * 1e9);
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec += 1;
+    until.tv_nsec -= 1000000000L;
+  }
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+  }
+}
+
+// Resident set size of this process in KiB, read without allocating.
+static long self_rss_kib(void) {
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[256];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = buf;
+  while (*p && *p != ' ') p++;  // skip size
+  long pages = strtol(p, NULL, 10);
+  return pages * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// MARK: - Parameters (key=value)
+
+static int g_argc;
+static char **g_argv;
+static unsigned char g_used[256];
+
+static const char *param_raw(const char *key) {
+  size_t kl = strlen(key);
+  for (int i = 2; i < g_argc && i < 256; i++) {
+    if (strncmp(g_argv[i], key, kl) == 0 && g_argv[i][kl] == '=') {
+      g_used[i] = 1;
+      return g_argv[i] + kl + 1;
+    }
+  }
+  return NULL;
+}
+
+static uint64_t param_u64(const char *key, uint64_t def) {
+  const char *v = param_raw(key);
+  if (!v) return def;
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 0);
+  if (errno || end == v || *end) die(EXIT_USAGE, "bad value for %s: '%s'", key, v);
+  return (uint64_t)x;
+}
+
+static double param_double(const char *key, double def) {
+  const char *v = param_raw(key);
+  if (!v) return def;
+  char *end;
+  double x = strtod(v, &end);
+  if (end == v || *end) die(EXIT_USAGE, "bad value for %s: '%s'", key, v);
+  return x;
+}
+
+static void params_done(void) {
+  for (int i = 2; i < g_argc; i++)
+    if (i >= 256 || !g_used[i]) die(EXIT_USAGE, "unknown parameter '%s'", g_argv[i]);
+}
+
+// MARK: - PRNG (xorshift64*, seeded with splitmix64)
+
+typedef struct {
+  uint64_t s;
+} rng_t;
+
+static void rng_seed(rng_t *r, uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  r->s = z ? z : 0x2545F4914F6CDD1DULL;
+}
+
+static inline uint64_t rng_next(rng_t *r) {
+  uint64_t x = r->s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  r->s = x;
+  return x * 0x2545F4914F6CDD1DULL;
+}
+
+// Uniform in [lo, hi].
+static inline uint64_t rng_range(rng_t *r, uint64_t lo, uint64_t hi) {
+  return lo + (rng_next(r) >> 11) % (hi - lo + 1);
+}
+
+// Roughly log-uniform in [lo, hi] (lo > 0): many small, few large.
+static inline uint64_t rng_log(rng_t *r, uint64_t lo, uint64_t hi) {
+  int lb = 63 - __builtin_clzll(lo), hb = 63 - __builtin_clzll(hi);
+  int b = lb + (int)rng_range(r, 0, (uint64_t)(hb - lb));
+  uint64_t base = 1ULL << b;
+  uint64_t v = base + rng_range(r, 0, base - 1);
+  if (v < lo) v = lo;
+  if (v > hi) v = hi;
+  return v;
+}
+
+// MARK: - Bookkeeping memory (never from the allocator under test)
+
+static void *xmap(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) die(EXIT_SYSTEM, "mmap of %zu bytes for bookkeeping failed", bytes);
+  return p;
+}
+
+static void xunmap(void *p, size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  munmap(p, bytes);
+}
+
+// MARK: - Allocation with checks
+
+static inline void check_ptr(void *p, size_t n, size_t align, const char *what) {
+  if (!p) die(EXIT_ALLOC, "ALLOC FAILED: %s(%zu) returned NULL", what, n);
+  if (((uintptr_t)p & (align - 1)) != 0)
+    die(EXIT_VERIFY, "ALIGNMENT FAILED: %s(%zu) returned %p, not %zu-byte aligned", what, n, p, align);
+}
+
+// glibc guarantees 16-byte alignment for requests >= 16 on 64-bit; programs rely on it.
+static inline size_t min_align(size_t n) { return n >= 16 ? 16 : 8; }
+
+static inline unsigned char *xmalloc(size_t n) {
+  void *p = malloc(n);
+  check_ptr(p, n, min_align(n), "malloc");
+  return p;
+}
+
+// MARK: - Pattern fill / verify
+//
+// Byte i of a block with tag t is byte (i & 7) of word(t, i & ~7), word(t, o) = t*K1 ^ o*K2.
+// Distinct blocks have distinct tags; distinct offsets give distinct words.
+
+#define K1 0x9E3779B97F4A7C15ULL
+#define K2 0xD6E8FEB86659FD93ULL
+
+static inline uint64_t pat_word(uint64_t tag, size_t off) { return (tag * K1) ^ ((uint64_t)off * K2); }
+static inline unsigned char pat_byte(uint64_t tag, size_t i) {
+  return (unsigned char)(pat_word(tag, i & ~(size_t)7) >> ((i & 7) * 8));
+}
+
+static void fill_range(unsigned char *p, size_t a, size_t b, uint64_t tag) {
+  size_t i = a;
+  while (i < b && (i & 7)) {
+    p[i] = pat_byte(tag, i);
+    i++;
+  }
+  uint64_t base = tag * K1;
+  for (; i + 8 <= b; i += 8) {
+    uint64_t w = base ^ ((uint64_t)i * K2);
+    memcpy(p + i, &w, 8);
+  }
+  for (; i < b; i++) p[i] = pat_byte(tag, i);
+}
+
+static void report_mismatch(const unsigned char *p, size_t n, size_t a, size_t b, uint64_t tag, const char *ctx) {
+  for (size_t i = a; i < b; i++) {
+    if (p[i] != pat_byte(tag, i))
+      die(EXIT_VERIFY,
+          "VERIFY FAILED: %s: block %p size %zu tag %llu: byte %zu is 0x%02x, expected 0x%02x", ctx,
+          (const void *)p, n, (unsigned long long)tag, i, p[i], pat_byte(tag, i));
+  }
+  die(EXIT_VERIFY, "VERIFY FAILED: %s: block %p size %zu (mismatch not reproducible)", ctx, (const void *)p, n);
+}
+
+// Checks [a, b); returns a value folded from the data read (for the checksum).
+static uint64_t verify_range(const unsigned char *p, size_t n, size_t a, size_t b, uint64_t tag, const char *ctx) {
+  size_t i = a;
+  uint64_t acc = 0;
+  int bad = 0;
+  while (i < b && (i & 7)) {
+    bad |= p[i] != pat_byte(tag, i);
+    acc += p[i];
+    i++;
+  }
+  uint64_t base = tag * K1;
+  for (; i + 8 <= b; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    bad |= w != (base ^ ((uint64_t)i * K2));
+    acc ^= w;
+  }
+  for (; i < b; i++) {
+    bad |= p[i] != pat_byte(tag, i);
+    acc += p[i];
+  }
+  if (bad) report_mismatch(p, n, a, b, tag, ctx);
+  return acc;
+}
+
+// Blocks up to DENSE_LIMIT are filled completely; larger ones get their first and last EDGE bytes
+// and one word every 4 KiB (which touches every page of the block).
+#define DENSE_LIMIT 2048
+#define EDGE 256
+#define STRIDE 4096
+
+static void fill_block(unsigned char *p, size_t n, uint64_t tag) {
+  if (n <= DENSE_LIMIT) {
+    fill_range(p, 0, n, tag);
+    return;
+  }
+  fill_range(p, 0, EDGE, tag);
+  for (size_t off = STRIDE; off + 8 <= n - EDGE; off += STRIDE) fill_range(p, off, off + 8, tag);
+  fill_range(p, n - EDGE, n, tag);
+}
+
+static uint64_t verify_block(const unsigned char *p, size_t n, uint64_t tag, const char *ctx) {
+  if (n <= DENSE_LIMIT) return verify_range(p, n, 0, n, tag, ctx);
+  uint64_t acc = verify_range(p, n, 0, EDGE, tag, ctx);
+  for (size_t off = STRIDE; off + 8 <= n - EDGE; off += STRIDE) acc += verify_range(p, n, off, off + 8, tag, ctx);
+  acc += verify_range(p, n, n - EDGE, n, tag, ctx);
+  return acc;
+}
+
+// Checks that memory from calloc reads as zero at the places fill_block would write.
+static void verify_zero(const unsigned char *p, size_t n) {
+  size_t lim = n <= DENSE_LIMIT ? n : EDGE;
+  for (size_t i = 0; i < lim; i++)
+    if (p[i]) die(EXIT_VERIFY, "VERIFY FAILED: calloc(%zu) block %p byte %zu is 0x%02x", n, (const void *)p, i, p[i]);
+  if (n > DENSE_LIMIT) {
+    for (size_t off = STRIDE; off + 8 <= n - EDGE; off += STRIDE)
+      for (size_t i = off; i < off + 8; i++)
+        if (p[i]) die(EXIT_VERIFY, "VERIFY FAILED: calloc(%zu) block %p byte %zu is 0x%02x", n, (const void *)p, i, p[i]);
+    for (size_t i = n - EDGE; i < n; i++)
+      if (p[i]) die(EXIT_VERIFY, "VERIFY FAILED: calloc(%zu) block %p byte %zu is 0x%02x", n, (const void *)p, i, p[i]);
+  }
+}
+
+typedef struct {
+  unsigned char *p;
+  uint32_t size;
+  uint32_t usable;  // bytes filled (churn fills the whole usable size)
+  uint64_t tag;
+} slot_t;
+
+static inline uint64_t fold(uint64_t acc, uint64_t data, uint64_t size) { return acc + ((data ^ size) * 0x100000001B3ULL); }
+
+// MARK: - churn: Swift-shaped small objects, 1 thread
+
+// Sizes of Swift heap objects and small Arrays/Strings: 16-byte header plus fields, mostly small.
+static inline size_t swift_like_size(rng_t *r) {
+  uint64_t k = rng_next(r) >> 60;  // 0..15
+  if (k < 6) return 16 + 8 * rng_range(r, 0, 6);   // class instances / boxes: 16..64
+  if (k < 11) return 32 + 8 * rng_range(r, 0, 12); // array/dictionary storage: 32..128
+  if (k < 14) return 48 + 8 * rng_range(r, 0, 6);  // closures contexts: 48..96
+  return rng_range(r, 16, 128);                    // string storage: any size
+}
+
+static void churn_alloc(slot_t *s, size_t n, uint64_t tag) {
+  unsigned char *p = xmalloc(n);
+  size_t u = malloc_usable_size(p);
+  if (u < n) die(EXIT_VERIFY, "USABLE SIZE FAILED: malloc_usable_size(%p) = %zu < requested %zu", (void *)p, u, n);
+  if (u > n + 4096) u = n + 4096;  // sanity bound; usable size of a small block is never that large
+  // Swift's Array uses the whole usable size, so write all of it: an exaggerated usable size
+  // corrupts a neighbour and is caught when that neighbour is checked.
+  fill_range(p, 0, u, tag);
+  s->p = p;
+  s->size = (uint32_t)n;
+  s->usable = (uint32_t)u;
+  s->tag = tag;
+}
+
+static uint64_t churn_free(slot_t *s, uint64_t acc) {
+  size_t u = malloc_usable_size(s->p);
+  if (u < s->usable && u < s->size)
+    die(EXIT_VERIFY, "USABLE SIZE FAILED: malloc_usable_size(%p) changed to %zu (was %u)", (void *)s->p, u, s->usable);
+  uint64_t d = verify_range(s->p, s->usable, 0, s->usable, s->tag, "churn free");
+  (void)d;
+  uint64_t w0;
+  memcpy(&w0, s->p, 8);  // only requested bytes go into the checksum (usable size differs per allocator)
+  acc = fold(acc, w0, s->size);
+  free(s->p);
+  s->p = NULL;
+  return acc;
+}
+
+static int run_churn(void) {
+  uint64_t ops = param_u64("ops", 10000000);
+  uint64_t window = param_u64("window", 20000);
+  uint64_t temp_pct = param_u64("temp", 50);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (window == 0) window = 1;
+  rng_t r;
+  rng_seed(&r, seed, 0);
+  slot_t *slots = xmap(window * sizeof(slot_t));
+  uint64_t tag = 1, acc = 0, nallocs = 0;
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < window; i++) churn_alloc(&slots[i], swift_like_size(&r), tag++), nallocs++;
+  for (uint64_t i = 0; i < ops; i++) {
+    uint64_t k = (rng_next(&r) >> 11) % window;
+    acc = churn_free(&slots[k], acc);
+    churn_alloc(&slots[k], swift_like_size(&r), tag++);
+    nallocs++;
+    if ((rng_next(&r) >> 57) < temp_pct * 128 / 100) {
+      // A short-lived temporary (iterator box, bridging buffer): allocated, used, freed at once.
+      slot_t t;
+      churn_alloc(&t, rng_range(&r, 16, 64), tag++);
+      nallocs++;
+      acc = churn_free(&t, acc);
+    }
+  }
+  for (uint64_t i = 0; i < window; i++) acc = churn_free(&slots[i], acc);
+  double t1 = now_seconds();
+  xunmap(slots, window * sizeof(slot_t));
+  emit("RESULT workload=churn ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)nallocs, t1 - t0,
+       (unsigned long long)acc);
+  return 0;
+}
+
+// MARK: - mixed: 16 B .. 64 KiB on N threads, each with its own window
+
+typedef struct {
+  int index;
+  uint64_t ops, window, seed;
+  uint64_t acc, nallocs;
+} mixed_arg_t;
+
+static inline size_t mixed_size(rng_t *r) {
+  uint64_t k = (rng_next(r) >> 11) % 100;
+  if (k < 60) return rng_range(r, 16, 256);
+  if (k < 90) return rng_range(r, 257, 4096);
+  return rng_range(r, 4097, 65536);
+}
+
+static void mixed_alloc(rng_t *r, slot_t *s, uint64_t tag) {
+  size_t n = mixed_size(r);
+  uint64_t how = rng_next(r) >> 58;  // 0..63
+  unsigned char *p;
+  if (how < 4) {  // 1/16: calloc, must read as zero
+    p = calloc(1, n);
+    check_ptr(p, n, min_align(n), "calloc");
+    verify_zero(p, n);
+  } else if (how == 4) {  // 1/64: posix_memalign with 64..4096
+    size_t align = (size_t)64 << rng_range(r, 0, 6);
+    void *q = NULL;
+    int rc = posix_memalign(&q, align, n);
+    if (rc != 0) die(EXIT_ALLOC, "ALLOC FAILED: posix_memalign(%zu, %zu) = %d", align, n, rc);
+    check_ptr(q, n, align, "posix_memalign");
+    p = q;
+  } else {
+    p = xmalloc(n);
+  }
+  fill_block(p, n, tag);
+  s->p = p;
+  s->size = (uint32_t)n;
+  s->usable = (uint32_t)n;
+  s->tag = tag;
+}
+
+static uint64_t block_free(slot_t *s, uint64_t acc, const char *ctx) {
+  uint64_t d = verify_block(s->p, s->size, s->tag, ctx);
+  acc = fold(acc, d, s->size);
+  free(s->p);
+  s->p = NULL;
+  return acc;
+}
+
+static void *mixed_thread(void *argp) {
+  mixed_arg_t *a = argp;
+  rng_t r;
+  rng_seed(&r, a->seed, (uint64_t)a->index + 100);
+  slot_t *slots = xmap(a->window * sizeof(slot_t));
+  uint64_t tag = ((uint64_t)a->index << 48) + 1, acc = 0, n = 0;
+  for (uint64_t i = 0; i < a->window; i++) mixed_alloc(&r, &slots[i], tag++), n++;
+  for (uint64_t i = 0; i < a->ops; i++) {
+    uint64_t k = (rng_next(&r) >> 11) % a->window;
+    acc = block_free(&slots[k], acc, "mixed free");
+    mixed_alloc(&r, &slots[k], tag++);
+    n++;
+  }
+  for (uint64_t i = 0; i < a->window; i++) acc = block_free(&slots[i], acc, "mixed final free");
+  xunmap(slots, a->window * sizeof(slot_t));
+  a->acc = acc;
+  a->nallocs = n;
+  return NULL;
+}
+
+static int run_mixed(void) {
+  uint64_t ops = param_u64("ops", 2000000);  // per thread
+  uint64_t window = param_u64("window", 4000);
+  uint64_t threads = param_u64("threads", 2);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if (window == 0) window = 1;
+  mixed_arg_t args[64];
+  pthread_t tids[64];
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < threads; i++) {
+    args[i] = (mixed_arg_t){.index = (int)i, .ops = ops, .window = window, .seed = seed};
+    if (pthread_create(&tids[i], NULL, mixed_thread, &args[i]) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  }
+  uint64_t acc = 0, n = 0;
+  for (uint64_t i = 0; i < threads; i++) {
+    pthread_join(tids[i], NULL);
+    acc += args[i].acc;
+    n += args[i].nallocs;
+  }
+  double t1 = now_seconds();
+  emit("RESULT workload=mixed ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)n, t1 - t0,
+       (unsigned long long)acc);
+  return 0;
+}
+
+// MARK: - prodcons: one thread allocates, another verifies and frees (bounded SPSC ring)
+
+typedef struct {
+  unsigned char *p;
+  uint64_t size;
+  uint64_t tag;
+} msg_t;
+
+typedef struct {
+  _Alignas(64) _Atomic uint64_t head;  // next slot the consumer reads
+  _Alignas(64) _Atomic uint64_t tail;  // next slot the producer writes
+  _Alignas(64) uint64_t cap;
+  msg_t *ring;
+  uint64_t ops, seed;
+  uint64_t acc;
+} queue_t;
+
+static inline void backoff(unsigned *spins) {
+  if (++*spins < 64) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    sched_yield();
+  }
+}
+
+static void *producer_thread(void *argp) {
+  queue_t *q = argp;
+  rng_t r;
+  rng_seed(&r, q->seed, 200);
+  for (uint64_t i = 0; i < q->ops; i++) {
+    size_t n = (rng_next(&r) >> 62) ? rng_range(&r, 16, 128) : rng_range(&r, 129, 512);
+    uint64_t tag = i + 1;
+    unsigned char *p = xmalloc(n);
+    fill_range(p, 0, n, tag);
+    uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    unsigned spins = 0;
+    while (t - atomic_load_explicit(&q->head, memory_order_acquire) >= q->cap) backoff(&spins);
+    q->ring[t % q->cap] = (msg_t){p, n, tag};
+    atomic_store_explicit(&q->tail, t + 1, memory_order_release);
+  }
+  return NULL;
+}
+
+static void *consumer_thread(void *argp) {
+  queue_t *q = argp;
+  uint64_t acc = 0;
+  for (uint64_t i = 0; i < q->ops; i++) {
+    uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+    unsigned spins = 0;
+    while (atomic_load_explicit(&q->tail, memory_order_acquire) == h) backoff(&spins);
+    msg_t m = q->ring[h % q->cap];
+    atomic_store_explicit(&q->head, h + 1, memory_order_release);
+    if (m.tag != i + 1) die(EXIT_VERIFY, "VERIFY FAILED: queue out of order (%llu != %llu)", (unsigned long long)m.tag, (unsigned long long)(i + 1));
+    uint64_t d = verify_range(m.p, m.size, 0, m.size, m.tag, "prodcons consumer");
+    acc = fold(acc, d, m.size);
+    free(m.p);
+  }
+  q->acc = acc;
+  return NULL;
+}
+
+static int run_prodcons(void) {
+  uint64_t ops = param_u64("ops", 5000000);
+  uint64_t cap = param_u64("queue", 1024);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (cap < 1) cap = 1;
+  queue_t *q = xmap(sizeof(queue_t));
+  q->cap = cap;
+  q->ring = xmap(cap * sizeof(msg_t));
+  q->ops = ops;
+  q->seed = seed;
+  pthread_t prod, cons;
+  double t0 = now_seconds();
+  if (pthread_create(&cons, NULL, consumer_thread, q) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  if (pthread_create(&prod, NULL, producer_thread, q) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  pthread_join(prod, NULL);
+  pthread_join(cons, NULL);
+  double t1 = now_seconds();
+  emit("RESULT workload=prodcons ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)ops, t1 - t0,
+       (unsigned long long)q->acc);
+  xunmap(q->ring, cap * sizeof(msg_t));
+  xunmap(q, sizeof(queue_t));
+  return 0;
+}
+
+// MARK: - realloc: many buffers grow 16 B -> max by doubling and small increments, interleaved
+
+static int run_realloc(void) {
+  uint64_t buffers = param_u64("buffers", 64);
+  uint64_t rounds = param_u64("rounds", 10);
+  uint64_t maxsize = param_u64("max", 1 << 20);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (buffers == 0) buffers = 1;
+  if (maxsize < 32) maxsize = 32;
+  rng_t r;
+  rng_seed(&r, seed, 300);
+  slot_t *b = xmap(buffers * sizeof(slot_t));
+  uint64_t acc = 0, nops = 0, tag = 1;
+  double t0 = now_seconds();
+  for (uint64_t round = 0; round < rounds; round++) {
+    for (uint64_t i = 0; i < buffers; i++) b[i] = (slot_t){NULL, 0, 0, tag++};
+    uint64_t done = 0;
+    while (done < buffers) {
+      done = 0;
+      for (uint64_t i = 0; i < buffers; i++) {
+        slot_t *s = &b[i];
+        if (s->size >= maxsize) {
+          done++;
+          continue;
+        }
+        size_t old = s->size, n;
+        if (old == 0) n = 16;
+        else if (rng_next(&r) >> 63) n = old * 2;
+        else n = old + rng_range(&r, 1, 64);
+        if (n > maxsize) n = maxsize;
+        unsigned char *p = realloc(s->p, n);
+        check_ptr(p, n, min_align(n), "realloc");
+        nops++;
+        if (old) acc = fold(acc, verify_block(p, old, s->tag, "realloc preserved contents"), old);
+        fill_range(p, old, n, s->tag);
+        s->p = p;
+        s->size = (uint32_t)n;
+      }
+    }
+    for (uint64_t i = 0; i < buffers; i++) {
+      acc = fold(acc, verify_range(b[i].p, b[i].size, 0, b[i].size, b[i].tag, "realloc final"), b[i].size);
+      free(b[i].p);
+    }
+  }
+  double t1 = now_seconds();
+  xunmap(b, buffers * sizeof(slot_t));
+  emit("RESULT workload=realloc ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)nops, t1 - t0,
+       (unsigned long long)acc);
+  return 0;
+}
+
+// MARK: - large: 64 KiB .. 4 MiB blocks, allocate / touch every page / free, with a window
+
+static int run_large(void) {
+  uint64_t ops = param_u64("ops", 4000);
+  uint64_t window = param_u64("window", 16);
+  uint64_t minsize = param_u64("min", 64 << 10);
+  uint64_t maxsize = param_u64("max", 4 << 20);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (window == 0) window = 1;
+  if (minsize < 16) minsize = 16;
+  if (maxsize < minsize) maxsize = minsize;
+  rng_t r;
+  rng_seed(&r, seed, 400);
+  slot_t *slots = xmap(window * sizeof(slot_t));
+  uint64_t acc = 0, tag = 1, n = 0;
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < ops + window; i++) {
+    uint64_t k = i < window ? i : (rng_next(&r) >> 11) % window;
+    if (i >= window) acc = block_free(&slots[k], acc, "large free");
+    if (i < ops) {
+      size_t sz = rng_log(&r, minsize, maxsize);
+      unsigned char *p = xmalloc(sz);
+      fill_block(p, sz, tag);
+      slots[k] = (slot_t){p, (uint32_t)sz, (uint32_t)sz, tag++};
+      n++;
+    } else {
+      // Drain: free every remaining slot once.
+      for (uint64_t j = 0; j < window; j++)
+        if (slots[j].p) acc = block_free(&slots[j], acc, "large final free");
+      break;
+    }
+  }
+  double t1 = now_seconds();
+  xunmap(slots, window * sizeof(slot_t));
+  emit("RESULT workload=large ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)n, t1 - t0,
+       (unsigned long long)acc);
+  return 0;
+}
+
+// MARK: - server: bursts of request handling on worker threads, then idle pauses
+
+typedef struct {
+  int index;
+  uint64_t cycles, requests, cache_size, seed;
+  pthread_barrier_t *start, *end;
+  uint64_t acc, nallocs;
+} server_arg_t;
+
+static void *server_thread(void *argp) {
+  server_arg_t *a = argp;
+  rng_t r;
+  rng_seed(&r, a->seed, 500 + (uint64_t)a->index);
+  uint64_t tag = ((uint64_t)a->index << 48) + 1, acc = 0, n = 0;
+  slot_t *cache = xmap(a->cache_size * sizeof(slot_t));  // long-lived entries (sessions, caches)
+  for (uint64_t cycle = 0; cycle < a->cycles; cycle++) {
+    pthread_barrier_wait(a->start);
+    for (uint64_t req = 0; req < a->requests; req++) {
+      slot_t live[48];
+      int nlive = 0;
+      // Request context and headers.
+      size_t sz = 256;
+      live[nlive] = (slot_t){xmalloc(sz), (uint32_t)sz, (uint32_t)sz, tag++};
+      fill_block(live[nlive].p, sz, live[nlive].tag), nlive++, n++;
+      int headers = (int)rng_range(&r, 8, 24);
+      for (int h = 0; h < headers; h++) {
+        sz = rng_range(&r, 16, 128);
+        live[nlive] = (slot_t){xmalloc(sz), (uint32_t)sz, (uint32_t)sz, tag++};
+        fill_block(live[nlive].p, sz, live[nlive].tag), nlive++, n++;
+      }
+      // Body.
+      sz = rng_log(&r, 512, 65536);
+      live[nlive] = (slot_t){xmalloc(sz), (uint32_t)sz, (uint32_t)sz, tag++};
+      fill_block(live[nlive].p, sz, live[nlive].tag), nlive++, n++;
+      // Parsing: short-lived temporaries, half freed at once.
+      int temps = (int)rng_range(&r, 4, 16);
+      for (int t = 0; t < temps; t++) {
+        slot_t tmp = {xmalloc(sz = rng_range(&r, 32, 256)), 0, 0, tag++};
+        tmp.size = tmp.usable = (uint32_t)sz;
+        fill_block(tmp.p, sz, tmp.tag);
+        n++;
+        if ((t & 1) && nlive < 48) live[nlive++] = tmp;
+        else acc = block_free(&tmp, acc, "server temp");
+      }
+      // Response: a buffer grown with realloc while pieces are appended.
+      slot_t resp = {NULL, 0, 0, tag++};
+      size_t cap = 0, used = 0;
+      int pieces = (int)rng_range(&r, 4, 32);
+      for (int pc = 0; pc < pieces; pc++) {
+        size_t len = rng_log(&r, 64, 2048);
+        if (used + len > cap) {
+          size_t ncap = cap ? cap * 2 : 256;
+          while (ncap < used + len) ncap *= 2;
+          unsigned char *p = realloc(resp.p, ncap);
+          check_ptr(p, ncap, 16, "realloc");
+          if (used) acc = fold(acc, verify_range(p, used, 0, used, resp.tag, "server response realloc"), used);
+          resp.p = p;
+          cap = ncap;
+          n++;
+        }
+        fill_range(resp.p, used, used + len, resp.tag);
+        used += len;
+      }
+      acc = fold(acc, verify_range(resp.p, used, 0, used, resp.tag, "server response"), used);
+      free(resp.p);
+      // Sometimes update the long-lived cache.
+      if (a->cache_size && (rng_next(&r) >> 59) < 4) {  // 1/8 of requests
+        slot_t *c = &cache[(rng_next(&r) >> 11) % a->cache_size];
+        if (c->p) acc = block_free(c, acc, "server cache replace");
+        sz = rng_log(&r, 64, 4096);
+        *c = (slot_t){xmalloc(sz), (uint32_t)sz, (uint32_t)sz, tag++};
+        fill_block(c->p, sz, c->tag);
+        n++;
+      }
+      // Request done: release everything it allocated (in a scrambled order).
+      for (int i = nlive - 1; i > 0; i--) {
+        int j = (int)((rng_next(&r) >> 11) % (uint64_t)(i + 1));
+        slot_t t = live[i];
+        live[i] = live[j];
+        live[j] = t;
+      }
+      for (int i = 0; i < nlive; i++) acc = block_free(&live[i], acc, "server request free");
+    }
+    pthread_barrier_wait(a->end);
+  }
+  for (uint64_t i = 0; i < a->cache_size; i++)
+    if (cache[i].p) acc = block_free(&cache[i], acc, "server cache final");
+  xunmap(cache, a->cache_size * sizeof(slot_t));
+  a->acc = acc;
+  a->nallocs = n;
+  return NULL;
+}
+
+static int run_server(void) {
+  uint64_t cycles = param_u64("cycles", 12);
+  uint64_t requests = param_u64("requests", 4000);  // per thread per cycle
+  uint64_t threads = param_u64("threads", 2);
+  double idle_ms = param_double("idle_ms", 150);
+  uint64_t cache = param_u64("cache", 5000);  // per thread
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  pthread_barrier_t start, end;
+  pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+  pthread_barrier_init(&end, NULL, (unsigned)threads + 1);
+  server_arg_t args[64];
+  pthread_t tids[64];
+  for (uint64_t i = 0; i < threads; i++) {
+    args[i] = (server_arg_t){.index = (int)i, .cycles = cycles, .requests = requests, .cache_size = cache,
+                             .seed = seed, .start = &start, .end = &end};
+    if (pthread_create(&tids[i], NULL, server_thread, &args[i]) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  }
+  double busy = 0;
+  long idle_rss_sum = 0, idle_rss_max = 0, busy_rss_max = 0;
+  for (uint64_t c = 0; c < cycles; c++) {
+    double t0 = now_seconds();
+    pthread_barrier_wait(&start);
+    pthread_barrier_wait(&end);
+    busy += now_seconds() - t0;
+    long rb = self_rss_kib();
+    if (rb > busy_rss_max) busy_rss_max = rb;
+    sleep_seconds(idle_ms / 1000.0);  // idle: nobody calls the allocator
+    long ri = self_rss_kib();
+    idle_rss_sum += ri;
+    if (ri > idle_rss_max) idle_rss_max = ri;
+  }
+  uint64_t acc = 0, n = 0;
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < threads; i++) {
+    pthread_join(tids[i], NULL);
+    acc += args[i].acc;
+    n += args[i].nallocs;
+  }
+  busy += now_seconds() - t0;
+  pthread_barrier_destroy(&start);
+  pthread_barrier_destroy(&end);
+  emit("RESULT workload=server ops=%llu seconds=%.6f checksum=%016llx busy_rss_kib=%ld idle_rss_kib=%ld "
+       "idle_rss_max_kib=%ld",
+       (unsigned long long)n, busy, (unsigned long long)acc, busy_rss_max,
+       cycles ? idle_rss_sum / (long)cycles : 0, idle_rss_max);
+  return 0;
+}
+
+// MARK: - spike-idle: allocate a lot, free 90% in random order, then sit idle (parent samples RSS)
+
+typedef struct {
+  int index;
+  uint64_t target_bytes, small_pct, free_pct, seed;
+  pthread_barrier_t *b;
+  // results
+  uint64_t peak_bytes, live_bytes, nallocs, nfrees, acc;
+  slot_t *survivors;
+  uint64_t nsurvivors;
+} spike_arg_t;
+
+static void *spike_thread(void *argp) {
+  spike_arg_t *a = argp;
+  rng_t r;
+  rng_seed(&r, a->seed, 600 + (uint64_t)a->index);
+  uint64_t small_target = a->target_bytes * a->small_pct / 100;
+  uint64_t medium_target = a->target_bytes - small_target;
+  uint64_t cap = small_target / 16 + medium_target / 4096 + 16;
+  size_t slots_bytes = cap * sizeof(slot_t);
+  slot_t *slots = xmap(slots_bytes);
+  uint64_t small_bytes = 0, medium_bytes = 0, count = 0, tag = ((uint64_t)a->index << 48) + 1;
+  // Phase 1: allocate (small 16 B..1 KiB and medium 4..68 KiB, interleaved to keep the byte shares).
+  while ((small_bytes < small_target || medium_bytes < medium_target) && count < cap) {
+    int medium;
+    if (small_bytes >= small_target) medium = 1;
+    else if (medium_bytes >= medium_target) medium = 0;
+    else medium = (double)medium_bytes * (double)small_target < (double)small_bytes * (double)medium_target;
+    size_t sz = medium ? rng_range(&r, 4096, 68 << 10) : rng_range(&r, 16, 1024);
+    unsigned char *p = xmalloc(sz);
+    fill_block(p, sz, tag);
+    slots[count++] = (slot_t){p, (uint32_t)sz, (uint32_t)sz, tag++};
+    if (medium) medium_bytes += sz;
+    else small_bytes += sz;
+  }
+  a->peak_bytes = small_bytes + medium_bytes;
+  a->nallocs = count;
+  pthread_barrier_wait(a->b);  // main prints PHASE peak
+  pthread_barrier_wait(a->b);
+  // Phase 2: free free_pct% in random order (Fisher-Yates over the indices).
+  size_t order_bytes = count * sizeof(uint32_t);
+  uint32_t *order = xmap(order_bytes);
+  for (uint64_t i = 0; i < count; i++) order[i] = (uint32_t)i;
+  for (uint64_t i = count; i > 1; i--) {
+    uint64_t j = (rng_next(&r) >> 11) % i;
+    uint32_t t = order[i - 1];
+    order[i - 1] = order[j];
+    order[j] = t;
+  }
+  uint64_t nfree = count * a->free_pct / 100, acc = 0;
+  for (uint64_t i = 0; i < nfree; i++) acc = block_free(&slots[order[i]], acc, "spike-idle free");
+  // Survivors go to a small array; the big bookkeeping arrays are unmapped so RSS shows the heap.
+  uint64_t ns = count - nfree, live = 0;
+  slot_t *surv = xmap(ns * sizeof(slot_t));
+  for (uint64_t i = 0, k = 0; i < count; i++)
+    if (slots[i].p) {
+      surv[k++] = slots[i];
+      live += slots[i].size;
+    }
+  xunmap(order, order_bytes);
+  xunmap(slots, slots_bytes);
+  a->survivors = surv;
+  a->nsurvivors = ns;
+  a->live_bytes = live;
+  a->nfrees = nfree;
+  a->acc = acc;
+  pthread_barrier_wait(a->b);  // free phase over: main prints PHASE idle, sleeps
+  pthread_barrier_wait(a->b);  // idle over
+  // Phase 4: the survivors must be intact after the idle period.
+  for (uint64_t i = 0; i < ns; i++) a->acc = block_free(&surv[i], a->acc, "spike-idle survivor after idle");
+  xunmap(surv, ns * sizeof(slot_t));
+  return NULL;
+}
+
+static int run_spike_idle(void) {
+  uint64_t mib = param_u64("mib", 1024);
+  uint64_t threads = param_u64("threads", 2);
+  uint64_t small_pct = param_u64("small_pct", 50);
+  uint64_t free_pct = param_u64("free_pct", 90);
+  double idle = param_double("idle", 11);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if (small_pct > 100) small_pct = 100;
+  if (free_pct > 100) free_pct = 100;
+  pthread_barrier_t b;
+  pthread_barrier_init(&b, NULL, (unsigned)threads + 1);
+  spike_arg_t args[64];
+  pthread_t tids[64];
+  double t0 = now_seconds();
+  emit("PHASE start %.6f rss_kib=%ld", t0, self_rss_kib());
+  for (uint64_t i = 0; i < threads; i++) {
+    args[i] = (spike_arg_t){.index = (int)i, .target_bytes = (mib << 20) / threads, .small_pct = small_pct,
+                            .free_pct = free_pct, .seed = seed, .b = &b};
+    if (pthread_create(&tids[i], NULL, spike_thread, &args[i]) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  }
+  pthread_barrier_wait(&b);
+  uint64_t peak = 0, allocs = 0;
+  for (uint64_t i = 0; i < threads; i++) peak += args[i].peak_bytes, allocs += args[i].nallocs;
+  double t_peak = now_seconds();
+  emit("PHASE peak %.6f live_bytes=%llu blocks=%llu rss_kib=%ld", t_peak, (unsigned long long)peak,
+       (unsigned long long)allocs, self_rss_kib());
+  t_peak = now_seconds() - t_peak;  // time spent printing is not the allocator's
+  pthread_barrier_wait(&b);
+  pthread_barrier_wait(&b);
+  double t_idle = now_seconds();
+  uint64_t live = 0, frees = 0;
+  for (uint64_t i = 0; i < threads; i++) live += args[i].live_bytes, frees += args[i].nfrees;
+  emit("PHASE idle %.6f live_bytes=%llu blocks=%llu rss_kib=%ld", t_idle, (unsigned long long)live,
+       (unsigned long long)(allocs - frees), self_rss_kib());
+  sleep_seconds(idle);  // nobody calls the allocator now; the worker threads wait on the barrier
+  emit("PHASE wake %.6f rss_kib=%ld", now_seconds(), self_rss_kib());
+  double t_wake = now_seconds();
+  pthread_barrier_wait(&b);
+  uint64_t acc = 0;
+  for (uint64_t i = 0; i < threads; i++) {
+    pthread_join(tids[i], NULL);
+    acc += args[i].acc;
+  }
+  double t_end = now_seconds();
+  pthread_barrier_destroy(&b);
+  double busy = (t_idle - t0 - t_peak) + (t_end - t_wake);
+  emit("PHASE end %.6f", t_end);
+  emit("RESULT workload=spike-idle ops=%llu seconds=%.6f checksum=%016llx peak_live_bytes=%llu live_bytes=%llu "
+       "idle_seconds=%.3f",
+       (unsigned long long)(allocs + allocs), busy, (unsigned long long)acc, (unsigned long long)peak,
+       (unsigned long long)live, idle);
+  return 0;
+}
+
+// MARK: - main
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: arena-workload <workload> [key=value ...]\n"
+          "  churn       ops=10000000 window=20000 temp=50 seed=1   Swift-shaped 16-128 B objects, 1 thread\n"
+          "  mixed       ops=2000000 window=4000 threads=2 seed=1   16 B-64 KiB, skewed small, per-thread windows\n"
+          "  prodcons    ops=5000000 queue=1024 seed=1              allocate on one thread, verify+free on another\n"
+          "  realloc     buffers=64 rounds=10 max=1048576 seed=1    realloc growth 16 B -> max, interleaved\n"
+          "  large       ops=4000 window=16 min=65536 max=4194304   large blocks, every page touched\n"
+          "  server      cycles=12 requests=4000 threads=2 idle_ms=150 cache=5000 seed=1\n"
+          "  spike-idle  mib=1024 threads=2 small_pct=50 free_pct=90 idle=11 seed=1\n"
+          "Prints RESULT workload=<w> ops=<n> seconds=<s> checksum=<hex> [...]; exits 3 on a data error,\n"
+          "4 on an allocation failure, 2 on bad usage.\n");
+}
+
+int main(int argc, char **argv) {
+  g_argc = argc;
+  g_argv = argv;
+  if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? EXIT_USAGE : 0;
+  }
+  g_workload = argv[1];
+  if (!strcmp(argv[1], "churn")) return run_churn();
+  if (!strcmp(argv[1], "mixed")) return run_mixed();
+  if (!strcmp(argv[1], "prodcons")) return run_prodcons();
+  if (!strcmp(argv[1], "realloc")) return run_realloc();
+  if (!strcmp(argv[1], "large")) return run_large();
+  if (!strcmp(argv[1], "server")) return run_server();
+  if (!strcmp(argv[1], "spike-idle")) return run_spike_idle();
+  fprintf(stderr, "arena-workload: unknown workload '%s'\n", argv[1]);
+  usage(stderr);
+  return EXIT_USAGE;
+}
