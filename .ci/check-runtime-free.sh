@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=.build/release
 status=0
+swift build -c release --target ArenaCore >/dev/null
+swift build -c release --product ArenaMalloc >/dev/null
 
 echo "== runtime calls in ArenaCore object code (release) =="
 shopt -s nullglob

@@ -13,7 +13,7 @@ import CSystemShims
 /// thread-safe, except `reset()` and `destroy()`, which require that no other thread uses the
 /// arena at the same time.
 public struct Arena: @unchecked Sendable, Equatable {
-  let heap: UnsafeMutableRawPointer
+  package let heap: UnsafeMutableRawPointer
 
   /// The process-wide arena. Created on first use; fatal only if not even a 16 MiB reservation
   /// can be made.

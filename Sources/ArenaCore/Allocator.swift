@@ -259,13 +259,15 @@ package struct HeapCounters {
   package var commitCalls = 0
   package var smallLiveBytes = 0
   package var cachedBytes = 0
+  package var purgedBytesTotal = 0
+  package var decommittedBytesTotal = 0
 }
 
 extension Allocator {
   /// Fills `counters` and, per size class c in 1...SizeClass.count, `liveBlocks[c]` (blocks in
   /// use) and `cachedBlocks[c]` (blocks parked in thread caches).
-  package static func counters(_ h: HeapPointer, liveBlocks: UnsafeMutablePointer<Int>,
-                               cachedBlocks: UnsafeMutablePointer<Int>) -> HeapCounters {
+  package static func counters(_ h: HeapPointer, liveBlocks: UnsafeMutablePointer<Int>?,
+                               cachedBlocks: UnsafeMutablePointer<Int>?) -> HeapCounters {
     var s = HeapCounters()
     arena_lock_acquire(&h.pointee.pageLock)
     var r = h.pointee.firstReservation
@@ -281,6 +283,8 @@ extension Allocator {
       r = res.pointee.next
     }
     s.commitCalls = h.pointee.commitCalls
+    s.purgedBytesTotal = h.pointee.purgedBytesTotal
+    s.decommittedBytesTotal = h.pointee.decommittedBytesTotal
     arena_lock_release(&h.pointee.pageLock)
     s.largeLiveBytes = Int(arena_atomic_load64(&h.pointee.largeLiveBytes))
     s.largeLiveCount = Int(arena_atomic_load64(&h.pointee.largeLiveCount))
@@ -296,9 +300,10 @@ extension Allocator {
       s.smallRunCount &+= Int(central.pointee.runCount)
       arena_lock_release(&central.pointee.lock)
       let cached = ThreadCaches.cachedBlocks(h, c)
-      liveBlocks[c] = max(0, out &- cached)
-      cachedBlocks[c] = cached
-      s.smallLiveBytes &+= liveBlocks[c] &* SizeClass.size(ofClass: c)
+      let live = max(0, out &- cached)
+      liveBlocks?[c] = live
+      cachedBlocks?[c] = cached
+      s.smallLiveBytes &+= live &* SizeClass.size(ofClass: c)
       s.cachedBytes &+= cached &* SizeClass.size(ofClass: c)
       c &+= 1
     }
@@ -354,6 +359,12 @@ package enum HeapHandle {
   }
   package static func reset(_ raw: UnsafeMutableRawPointer) { Heaps.reset(heap(raw)) }
   package static func destroy(_ raw: UnsafeMutableRawPointer) { Heaps.destroy(heap(raw)) }
+  /// Releases all free memory of heap `raw` now (purge, and decommit of whole free granules).
+  package static func trim(_ raw: UnsafeMutableRawPointer) -> (purged: Int, decommitted: Int) {
+    let h = heap(raw)
+    let outcome = h.pointee.isDefault ? Release.trim(h) : Release.releaseFree(h)
+    return (outcome.purgedBytes, outcome.decommittedBytes)
+  }
   /// Flushes the calling thread's cache back to the centrals (tests and trim).
   package static func flushCurrentThreadCache() {
     if let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }

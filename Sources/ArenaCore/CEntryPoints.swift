@@ -108,3 +108,39 @@ func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
   Allocator.deallocate(h, p, cache: currentOrNewCache(h))
   arena_set_errno(saved)
 }
+
+/// malloc_trim: flushes the calling thread's cache and releases all free memory of the default
+/// heap now. Returns 1 if memory was released, else 0.
+@c(arena_trim)
+public func arenaTrim() -> Int32 {
+  guard let h = Heaps.defaultHeapIfCreated else { return 0 }
+  let saved = arena_get_errno()
+  let outcome = Release.trim(h)
+  arena_set_errno(saved)
+  return outcome.purgedBytes &+ outcome.decommittedBytes > 0 ? 1 : 0
+}
+
+/// Fills `out[0..<count]` with the default heap's counters, in this order: reserved, committed,
+/// metadata, live, small live, large live, large count, huge live, huge count, cached, free dirty,
+/// free clean, free decommitted, purged total, decommitted total, reservations, commit calls.
+/// Returns how many were written.
+@c(arena_statistics)
+public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) -> Int {
+  guard let out, count > 0 else { return 0 }
+  guard let h = Heaps.defaultHeapIfCreated else {
+    out.initialize(repeating: 0, count: count)
+    return 0
+  }
+  let s = Allocator.counters(h, liveBlocks: nil, cachedBlocks: nil)
+  let values = (s.reservedBytes, s.committedBytes, s.metadataBytes,
+                s.smallLiveBytes &+ s.largeLiveBytes &+ s.hugeLiveBytes, s.smallLiveBytes,
+                s.largeLiveBytes, s.largeLiveCount, s.hugeLiveBytes, s.hugeLiveCount, s.cachedBytes,
+                s.freeDirtyBytes, s.freeCleanBytes, s.freeDecommittedBytes, s.purgedBytesTotal,
+                s.decommittedBytesTotal, s.reservationCount, s.commitCalls)
+  return withUnsafeBytes(of: values) { raw in
+    let n = min(count, raw.count / 8)
+    var i = 0
+    while i < n { out[i] = UInt64(bitPattern: Int64(raw.load(fromByteOffset: i &* 8, as: Int.self))); i &+= 1 }
+    return n
+  }
+}

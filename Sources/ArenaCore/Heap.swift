@@ -27,6 +27,8 @@ struct HeapHeader {
   var hugeLiveBytes: Int       // huge lock
   var hugeLiveCount: Int       // huge lock
   var hugeCapacity: Int
+  var purgedBytesTotal: Int
+  var decommittedBytesTotal: Int
 
   @inline(__always) static var headerOffset: Int { 4096 }
   @inline(__always) static var centralsOffset: Int { 5120 }
@@ -83,7 +85,8 @@ enum Heaps {
       pageLock: arena_lock_t(), cacheLock: arena_lock_t(), hugeLock: arena_lock_t(),
       isDefault: isDefault, reservationSize: size, firstReservation: r, lastReservation: r,
       threadCaches: nil, lastError: 0, commitCalls: 0, largeLiveBytes: 0, largeLiveCount: 0,
-      hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity))
+      hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity,
+      purgedBytesTotal: 0, decommittedBytesTotal: 0))
     r.pointee.heap = UnsafeMutableRawPointer(h)
     return h
   }

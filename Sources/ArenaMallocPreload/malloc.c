@@ -19,6 +19,8 @@ ARENA_CORE extern void *arena_calloc(size_t count, size_t size);
 ARENA_CORE extern void *arena_realloc(void *p, size_t size);
 ARENA_CORE extern void *arena_aligned_alloc(size_t alignment, size_t size);
 ARENA_CORE extern size_t arena_usable_size(void *p);
+ARENA_CORE extern int arena_trim(void);
+extern long arena_statistics(uint64_t *out, long count);
 
 #define ARENA_EXPORT __attribute__((visibility("default")))
 
@@ -72,3 +74,81 @@ ARENA_EXPORT void *pvalloc(size_t size) {
 }
 
 ARENA_EXPORT size_t malloc_usable_size(void *p) { return arena_usable_size(p); }
+
+ARENA_EXPORT int malloc_trim(size_t pad) {
+  (void)pad;  // everything free is released; a pad would only keep memory the scavenger frees later
+  return arena_trim();
+}
+
+enum { STAT_RESERVED, STAT_COMMITTED, STAT_METADATA, STAT_LIVE, STAT_SMALL_LIVE, STAT_LARGE_LIVE,
+       STAT_LARGE_COUNT, STAT_HUGE_LIVE, STAT_HUGE_COUNT, STAT_CACHED, STAT_FREE_DIRTY,
+       STAT_FREE_CLEAN, STAT_FREE_DECOMMITTED, STAT_PURGED_TOTAL, STAT_DECOMMITTED_TOTAL,
+       STAT_RESERVATIONS, STAT_COMMIT_CALLS, STAT_COUNT };
+
+ARENA_EXPORT struct mallinfo2 mallinfo2(void) {
+  uint64_t s[STAT_COUNT];
+  arena_statistics(s, STAT_COUNT);
+  struct mallinfo2 m;
+  memset(&m, 0, sizeof m);
+  m.arena = s[STAT_COMMITTED];                       // committed arena memory
+  m.hblks = s[STAT_HUGE_COUNT];                      // blocks in their own mappings
+  m.hblkhd = s[STAT_HUGE_LIVE];
+  m.uordblks = s[STAT_LIVE] - s[STAT_HUGE_LIVE];     // in use inside the arena
+  m.fordblks = s[STAT_COMMITTED] > m.uordblks ? s[STAT_COMMITTED] - m.uordblks : 0;
+  m.fsmblks = s[STAT_CACHED];                        // free blocks parked in thread caches
+  m.keepcost = s[STAT_FREE_DIRTY];                   // releasable by malloc_trim now
+  return m;
+}
+
+static size_t clamp_int(size_t v) { return v > (size_t)0x7fffffff ? (size_t)0x7fffffff : v; }
+
+ARENA_EXPORT struct mallinfo mallinfo(void) {
+  struct mallinfo2 m2 = mallinfo2();
+  struct mallinfo m;
+  memset(&m, 0, sizeof m);
+  m.arena = (int)clamp_int(m2.arena);
+  m.hblks = (int)clamp_int(m2.hblks);
+  m.hblkhd = (int)clamp_int(m2.hblkhd);
+  m.uordblks = (int)clamp_int(m2.uordblks);
+  m.fordblks = (int)clamp_int(m2.fordblks);
+  m.fsmblks = (int)clamp_int(m2.fsmblks);
+  m.keepcost = (int)clamp_int(m2.keepcost);
+  return m;
+}
+
+// Formats without stdio (stdio may allocate): "label value\n".
+static size_t put_line(char *buf, size_t at, size_t cap, const char *label, uint64_t value) {
+  while (*label && at < cap) buf[at++] = *label++;
+  char digits[24];
+  int n = 0;
+  do { digits[n++] = (char)('0' + value % 10); value /= 10; } while (value);
+  while (n && at < cap) buf[at++] = digits[--n];
+  if (at < cap) buf[at++] = '\n';
+  return at;
+}
+
+ARENA_EXPORT void malloc_stats(void) {
+  uint64_t s[STAT_COUNT];
+  arena_statistics(s, STAT_COUNT);
+  char buf[1024];
+  size_t at = 0, cap = sizeof buf;
+  at = put_line(buf, at, cap, "ArenaAllocator\nreserved bytes     = ", s[STAT_RESERVED]);
+  at = put_line(buf, at, cap, "committed bytes    = ", s[STAT_COMMITTED]);
+  at = put_line(buf, at, cap, "metadata bytes     = ", s[STAT_METADATA]);
+  at = put_line(buf, at, cap, "in use bytes       = ", s[STAT_LIVE]);
+  at = put_line(buf, at, cap, "thread-cached bytes= ", s[STAT_CACHED]);
+  at = put_line(buf, at, cap, "free dirty bytes   = ", s[STAT_FREE_DIRTY]);
+  at = put_line(buf, at, cap, "free clean bytes   = ", s[STAT_FREE_CLEAN]);
+  at = put_line(buf, at, cap, "decommitted bytes  = ", s[STAT_FREE_DECOMMITTED]);
+  at = put_line(buf, at, cap, "huge mappings      = ", s[STAT_HUGE_COUNT]);
+  at = put_line(buf, at, cap, "purged total       = ", s[STAT_PURGED_TOTAL]);
+  at = put_line(buf, at, cap, "decommitted total  = ", s[STAT_DECOMMITTED_TOTAL]);
+  int saved = errno;
+  size_t off = 0;
+  while (off < at) {
+    ssize_t w = write(2, buf + off, at - off);
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  errno = saved;
+}
