@@ -4,6 +4,11 @@
 // call and no Swift runtime call. Everything else is a named slow path.
 import CSystemShims
 
+// Two compilations export these: the Embedded one (libArenaMalloc.so: fully specialized at every
+// optimization level) and the regular one (the ArenaMallocLinked product). At -Onone the regular
+// compilation calls the runtime for generic metadata, which would re-enter malloc, so the linked
+// product only defines the libc names in optimized builds (see malloc.c).
+
 /// malloc: `size` bytes, 16-byte aligned; NULL with ENOMEM when memory cannot be had.
 @c(arena_malloc)
 public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {

@@ -1,8 +1,15 @@
 // The libc allocation names, defined in C (Swift must not define them: the names are reserved to
 // the compiler, and Swift's protected ELF symbols would not interpose) and forwarded to the Swift
 // core's @c functions. Each function here carries glibc's exact contract; the core carries none.
+//
+// The same file builds the ArenaMallocLinked product (ARENA_LINKED), whose core is the regular
+// Swift compilation: in a debug build (-Onone) that code calls the Swift runtime for generic
+// metadata, which would re-enter malloc, so there the names are not defined and glibc's malloc
+// stays in place. Optimized builds get the arena.
 #define _GNU_SOURCE
 #include "ArenaMalloc.h"
+
+#if !(defined(ARENA_LINKED) && defined(DEBUG))
 
 #include <errno.h>
 #include <malloc.h>
@@ -152,3 +159,5 @@ ARENA_EXPORT void malloc_stats(void) {
   }
   errno = saved;
 }
+
+#endif  // !(ARENA_LINKED && DEBUG)

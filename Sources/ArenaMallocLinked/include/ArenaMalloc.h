@@ -1,0 +1,1 @@
+../../ArenaMallocPreload/include/ArenaMalloc.h

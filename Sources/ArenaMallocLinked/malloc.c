@@ -1,0 +1,1 @@
+../ArenaMallocPreload/malloc.c
