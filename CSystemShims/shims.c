@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
@@ -154,6 +155,81 @@ uint64_t arena_sys_random64(void) {
   }
   errno = saved;
   return v ? v : 0x5DEECE66Dull;
+}
+
+uint64_t arena_sys_thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void arena_sys_sleep_ns(uint64_t ns) {
+  struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+  int saved = errno;
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  errno = saved;
+}
+
+static void *thread_trampoline(void *body) {
+  ((void (*)(void *))body)(NULL);
+  return NULL;
+}
+
+int arena_sys_thread_start(void (*body)(void *_Nullable)) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits "all blocked"
+  pthread_t thread;
+  int error = pthread_create(&thread, &attr, thread_trampoline, (void *)body);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  return error;
+}
+
+// Parses "name:value" pairs separated by commas. Unknown names are ignored.
+static int option_is(const char *s, size_t n, const char *name) {
+  size_t k = strlen(name);
+  return n == k && memcmp(s, name, k) == 0;
+}
+
+static uint64_t option_number(const char *s, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
+  return v;
+}
+
+void arena_options_load(void) {
+  uint32_t expected = 0;
+  if (!__atomic_compare_exchange_n(&arena_globals.options_state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    while (__atomic_load_n(&arena_globals.options_state, __ATOMIC_ACQUIRE) != 2) {}
+    return;
+  }
+  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0 };
+  const char *env = getenv("ARENA_OPTIONS");
+  while (env && *env) {
+    const char *end = env;
+    while (*end && *end != ',') end++;
+    const char *colon = env;
+    while (colon < end && *colon != ':') colon++;
+    size_t name_len = (size_t)(colon - env);
+    const char *value = colon < end ? colon + 1 : end;
+    size_t value_len = (size_t)(end - value);
+    if (option_is(env, name_len, "decay_ms")) o.decay_ns = option_number(value, value_len) * 1000000;
+    else if (option_is(env, name_len, "decommit_ms")) o.decommit_ns = option_number(value, value_len) * 1000000;
+    else if (option_is(env, name_len, "hot_reserve_kb")) o.hot_reserve_bytes = option_number(value, value_len) * 1024;
+    else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = !option_is(value, value_len, "off");
+    else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
+    env = *end ? end + 1 : end;
+  }
+  // Under strict overcommit the commit charge is the scarce resource: give it back as soon as a
+  // run is purged.
+  if (arena_sys_overcommit_mode() == 2) o.decommit_ns = 0;
+  arena_globals.options = o;
+  __atomic_store_n(&arena_globals.options_state, 2, __ATOMIC_RELEASE);
 }
 
 // MARK: - errno

@@ -56,6 +56,14 @@ uint64_t arena_sys_resident_bytes(void);
 long arena_sys_vma_count(void);
 /// 64 random bits from the kernel (AT_RANDOM / getrandom), never zero.
 uint64_t arena_sys_random64(void);
+/// CPU time used by the calling thread, in nanoseconds.
+uint64_t arena_sys_thread_cpu_ns(void);
+/// Sleeps the calling thread for `ns` nanoseconds (restarted on EINTR).
+void arena_sys_sleep_ns(uint64_t ns);
+/// Starts a detached thread running `body(NULL)` with every signal blocked. Returns 0 or an errno.
+int arena_sys_thread_start(void (*body)(void *_Nullable));
+/// Parses ARENA_OPTIONS (getenv, no malloc) into `arena_globals.options`, once.
+void arena_options_load(void);
 
 // MARK: - errno
 
@@ -134,6 +142,15 @@ static inline void arena_lock_reset(arena_lock_t *lock) { __atomic_store_n(&lock
 
 enum { ARENA_MAX_RESERVATIONS = 256, ARENA_CLASS_CAPACITY = 80 };
 
+/// Run-time options, from the environment variable ARENA_OPTIONS ("decay_ms:500,scavenger:off").
+typedef struct {
+  uint64_t decay_ns;            // free memory older than this is purged (decay_ms, default 500)
+  uint64_t decommit_ns;         // purged memory older than this is decommitted (decommit_ms, default 5000)
+  uint64_t hot_reserve_bytes;   // dirty free memory kept for reuse (hot_reserve_kb, default 4096)
+  uint32_t scavenger_enabled;   // scavenger:on|off (default on)
+  uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
+} arena_options_t;
+
 typedef struct {
   uintptr_t data_start;     // first byte of the reservation's data region
   uintptr_t data_end;       // one past its last byte
@@ -156,7 +173,11 @@ typedef struct {
   arena_lock_t registry_lock;
   uint32_t reservation_count;
   arena_reservation_entry_t reservations[ARENA_MAX_RESERVATIONS];
-  uint64_t options;                        // reserved for option bits
+  arena_options_t options;                 // parsed once from ARENA_OPTIONS
+  uint32_t options_state;                  // 0 not parsed, 1 parsing, 2 parsed
+  uint32_t scavenger_state;                // 0 not started, 1 starting/running
+  uint64_t scavenger_cpu_ns;               // CPU time the scavenger thread has used
+  uint64_t scavenger_passes;
 } arena_globals_t;
 
 extern arena_globals_t arena_globals;

@@ -84,6 +84,17 @@ public struct Arena: @unchecked Sendable, Equatable {
     HeapHandle.destroy(heap)
   }
 
+  /// Gives this arena's free memory back to the kernel now: flushes the calling thread's cache
+  /// (default arena), purges free page runs and free blocks of partly used runs (RSS falls) and
+  /// decommits whole free 2 MiB granules (the commit charge falls). The background scavenger does
+  /// the same for the default arena on its own, after the decay time (ARENA_OPTIONS `decay_ms`).
+  /// Returns the bytes purged and decommitted by this call.
+  @discardableResult
+  public func scavenge() -> (purgedBytes: Int, decommittedBytes: Int) {
+    let r = HeapHandle.trim(heap)
+    return (r.purged, r.decommitted)
+  }
+
   /// A snapshot of the arena's counters.
   public var statistics: ArenaStatistics {
     let count = HeapHandle.smallClassCount
@@ -147,6 +158,13 @@ public struct ArenaStatistics: Sendable {
   public var smallRunCount: Int
   /// Commit system calls made (each may add a VMA boundary; granules keep this small).
   public var commitCalls: Int
+  /// Bytes purged (MADV_DONTNEED) since the arena was created, by the scavenger or `scavenge()`.
+  public var purgedBytesTotal: Int
+  /// Bytes decommitted (commit charge given back) since the arena was created.
+  public var decommittedBytesTotal: Int
+  /// CPU time used by the background scavenger thread (default arena only), and its passes.
+  public var scavengerCPUNanoseconds: Int
+  public var scavengerPasses: Int
   /// Per size class, index 0 is class 1.
   public var sizeClasses: [SizeClass]
 
@@ -167,6 +185,10 @@ public struct ArenaStatistics: Sendable {
     hugeLiveCount = s.hugeLiveCount
     smallRunCount = s.smallRunCount
     commitCalls = s.commitCalls
+    purgedBytesTotal = s.purgedBytesTotal
+    decommittedBytesTotal = s.decommittedBytesTotal
+    scavengerCPUNanoseconds = s.scavengerCPUNanoseconds
+    scavengerPasses = s.scavengerPasses
     sizeClasses = classes
   }
 }

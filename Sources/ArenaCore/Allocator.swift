@@ -146,6 +146,7 @@ enum Allocator {
     let bytes = Int(d.pointee.pageCount) &<< Layout.pageShift
     PageHeap.releaseLocked(r, d, stamp: now)
     arena_lock_release(&h.pointee.pageLock)
+    if h.pointee.isDefault { Scavenger.ensureStarted() }
     _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(bytes))
     _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
   }
@@ -261,6 +262,8 @@ package struct HeapCounters {
   package var cachedBytes = 0
   package var purgedBytesTotal = 0
   package var decommittedBytesTotal = 0
+  package var scavengerCPUNanoseconds = 0
+  package var scavengerPasses = 0
 }
 
 extension Allocator {
@@ -285,6 +288,11 @@ extension Allocator {
     s.commitCalls = h.pointee.commitCalls
     s.purgedBytesTotal = h.pointee.purgedBytesTotal
     s.decommittedBytesTotal = h.pointee.decommittedBytesTotal
+    if h.pointee.isDefault {
+      let g = arena_globals_pointer()
+      s.scavengerCPUNanoseconds = Int(arena_atomic_load64(&g.pointee.scavenger_cpu_ns))
+      s.scavengerPasses = Int(arena_atomic_load64(&g.pointee.scavenger_passes))
+    }
     arena_lock_release(&h.pointee.pageLock)
     s.largeLiveBytes = Int(arena_atomic_load64(&h.pointee.largeLiveBytes))
     s.largeLiveCount = Int(arena_atomic_load64(&h.pointee.largeLiveCount))
@@ -359,10 +367,15 @@ package enum HeapHandle {
   }
   package static func reset(_ raw: UnsafeMutableRawPointer) { Heaps.reset(heap(raw)) }
   package static func destroy(_ raw: UnsafeMutableRawPointer) { Heaps.destroy(heap(raw)) }
+  /// The scavenger's options as parsed from ARENA_OPTIONS.
+  package static var scavengerOptions: (decayNanoseconds: UInt64, decommitNanoseconds: UInt64, enabled: Bool) {
+    let o = Scavenger.options
+    return (o.decay_ns, o.decommit_ns, o.scavenger_enabled != 0)
+  }
   /// Releases all free memory of heap `raw` now (purge, and decommit of whole free granules).
   package static func trim(_ raw: UnsafeMutableRawPointer) -> (purged: Int, decommitted: Int) {
     let h = heap(raw)
-    let outcome = h.pointee.isDefault ? Release.trim(h) : Release.releaseFree(h)
+    let outcome = Release.trim(h)
     return (outcome.purgedBytes, outcome.decommittedBytes)
   }
   /// Flushes the calling thread's cache back to the centrals (tests and trim).

@@ -127,7 +127,8 @@ public func arenaTrim() -> Int32 {
 
 /// Fills `out[0..<count]` with the default heap's counters, in this order: reserved, committed,
 /// metadata, live, small live, large live, large count, huge live, huge count, cached, free dirty,
-/// free clean, free decommitted, purged total, decommitted total, reservations, commit calls.
+/// free clean, free decommitted, purged total, decommitted total, reservations, commit calls,
+/// scavenger CPU ns, scavenger passes.
 /// Returns how many were written.
 @c(arena_statistics)
 public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) -> Int {
@@ -141,7 +142,8 @@ public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) 
                 s.smallLiveBytes &+ s.largeLiveBytes &+ s.hugeLiveBytes, s.smallLiveBytes,
                 s.largeLiveBytes, s.largeLiveCount, s.hugeLiveBytes, s.hugeLiveCount, s.cachedBytes,
                 s.freeDirtyBytes, s.freeCleanBytes, s.freeDecommittedBytes, s.purgedBytesTotal,
-                s.decommittedBytesTotal, s.reservationCount, s.commitCalls)
+                s.decommittedBytesTotal, s.reservationCount, s.commitCalls,
+                s.scavengerCPUNanoseconds, s.scavengerPasses)
   return withUnsafeBytes(of: values) { raw in
     let n = min(count, raw.count / 8)
     var i = 0

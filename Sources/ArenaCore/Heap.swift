@@ -43,7 +43,8 @@ struct ClassCentral {
   var partial: DescriptorPointer?
   /// Blocks handed out of runs (to users or to thread caches).
   var blocksOut: Int
-  var pad: Int
+  /// When blocks last came back to this class (ns): the scavenger leaves busy classes alone.
+  var lastGive: UInt
 }
 
 /// One mapping of a huge allocation.

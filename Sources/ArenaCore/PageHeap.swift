@@ -321,6 +321,7 @@ enum PageHeap {
     arena_lock_acquire(&h.pointee.pageLock)
     releaseLocked(r, d, stamp: now)
     arena_lock_release(&h.pointee.pageLock)
+    if h.pointee.isDefault { Scavenger.ensureStarted() }
   }
 
   static func releaseLocked(_ r: ReservationPointer, _ d: DescriptorPointer, stamp: UInt) {

@@ -20,27 +20,47 @@ enum Release {
     var decommittedBytes: Int = 0
   }
 
-  /// Releases every free run of `h` that is dirty (purge) and every whole free granule that is
-  /// still committed (decommit). `olderThan`: only runs freed before this time (ns); 0 = all.
-  static func releaseFree(_ h: HeapPointer, olderThan: UInt = 0, decommit: Bool = true) -> Outcome {
+  /// Which free memory one pass releases.
+  struct Policy {
+    /// Purge dirty runs freed before this time (ns since boot); UInt.max: all.
+    var purgeBefore: UInt = UInt.max
+    /// Decommit whole granules of runs freed before this time; UInt.max: all, 0: none.
+    var decommitBefore: UInt = UInt.max
+    /// Dirty free bytes per reservation left alone (the hot reserve).
+    var keepDirtyBytes: Int = 0
+    /// Stop once the calling thread has used this much CPU (ns, thread clock); 0: no limit.
+    var cpuDeadline: UInt64 = 0
+    /// Purge with MADV_FREE instead of MADV_DONTNEED.
+    var lazy: Bool = false
+
+    /// Everything, now (malloc_trim, Arena.scavenge()).
+    static var everything: Policy { Policy() }
+  }
+
+  /// Releases free memory of `h` as `policy` says: purges dirty runs, decommits whole granules.
+  static func releaseFree(_ h: HeapPointer, _ policy: Policy = .everything) -> Outcome {
     var outcome = Outcome()
     var r = h.pointee.firstReservation
     while let res = r {
-      releaseFree(h, res, olderThan: olderThan, decommit: decommit, &outcome)
+      releaseFree(h, res, policy, &outcome)
       r = res.pointee.next
     }
     return outcome
   }
 
-  static func releaseFree(_ h: HeapPointer, _ r: ReservationPointer, olderThan: UInt, decommit: Bool,
-                          _ outcome: inout Outcome) {
+  @inline(__always) static func overBudget(_ policy: Policy) -> Bool {
+    policy.cpuDeadline != 0 && arena_sys_thread_cpu_ns() > policy.cpuDeadline
+  }
+
+  static func releaseFree(_ h: HeapPointer, _ r: ReservationPointer, _ policy: Policy, _ outcome: inout Outcome) {
     // One run at a time: claim, release outside the lock, put back. Bounded work per claim.
     var state = FreeState.dirty
     while state <= FreeState.clean {
       var skipped = 0
-      while true {
+      while !overBudget(policy) {
         arena_lock_acquire(&h.pointee.pageLock)
-        guard let d = claimOne(r, state: state, olderThan: olderThan, decommit: decommit, skip: skipped) else {
+        let keep = state == FreeState.dirty && (r.pointee.freePages.0 &<< Layout.pageShift) <= policy.keepDirtyBytes
+        guard !keep, let d = claimOne(r, state: state, policy: policy, skip: skipped) else {
           arena_lock_release(&h.pointee.pageLock)
           break
         }
@@ -49,8 +69,9 @@ enum Release {
         let stamp = d.pointee.freeList
         arena_lock_release(&h.pointee.pageLock)
 
-        // Granule-aligned interior: decommitted; the edges: purged (if dirty).
+        // Granule-aligned interior: decommitted (when old enough); the edges: purged (if dirty).
         let g = Layout.granulePages
+        let decommit = stamp < policy.decommitBefore
         let low = decommit ? roundUp(start, g) : start &+ pages
         let high = decommit ? ((start &+ pages) / g) &* g : start &+ pages
         var decommitted = 0
@@ -62,10 +83,10 @@ enum Release {
         let dirty = state == FreeState.dirty
         if dirty {
           if decommitted > 0 {
-            if low > start { _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: start)), (low &- start) &<< Layout.pageShift) }
-            if start &+ pages > high { _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: high)), (start &+ pages &- high) &<< Layout.pageShift) }
+            if low > start { purge(r, start, low &- start, lazy: policy.lazy) }
+            if start &+ pages > high { purge(r, high, start &+ pages &- high, lazy: policy.lazy) }
           } else {
-            _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: start)), pages &<< Layout.pageShift)
+            purge(r, start, pages, lazy: policy.lazy)
           }
         }
 
@@ -96,11 +117,19 @@ enum Release {
     }
   }
 
+  @inline(__always)
+  static func purge(_ r: ReservationPointer, _ start: Int, _ pages: Int, lazy: Bool) {
+    let address = UnsafeMutableRawPointer(bitPattern: r.address(ofPage: start))
+    if lazy { _ = arena_sys_purge_lazy(address, pages &<< Layout.pageShift) }
+    else { _ = arena_sys_purge(address, pages &<< Layout.pageShift) }
+  }
+
   /// Takes one free run of `state` worth releasing out of the bins (page lock held): dirty runs
-  /// freed before `olderThan`, or clean runs that contain a whole granule (when decommitting).
-  /// Clean runs without a whole granule are passed over (`skip` of them have been seen).
-  static func claimOne(_ r: ReservationPointer, state: Int, olderThan: UInt, decommit: Bool, skip: Int) -> DescriptorPointer? {
-    if state == FreeState.clean && !decommit { return nil }
+  /// freed before `purgeBefore`, or clean runs freed before `decommitBefore` that contain a whole
+  /// granule. Clean runs passed over earlier are skipped (`skip` of them have been seen).
+  static func claimOne(_ r: ReservationPointer, state: Int, policy: Policy, skip: Int) -> DescriptorPointer? {
+    let before = state == FreeState.dirty ? policy.purgeBefore : policy.decommitBefore
+    if before == 0 { return nil }
     var seen = 0
     var bin = 0
     while true {
@@ -109,7 +138,7 @@ enum Release {
       var d = PageHeap.binSlot(r, state, bin).pointee
       while let run = d {
         d = run.pointee.next
-        if olderThan != 0 && run.pointee.freeList >= olderThan { continue }
+        if run.pointee.freeList >= before { continue }
         if state == FreeState.clean {
           let start = r.pageIndex(run.pointee.start)
           let end = start &+ Int(run.pointee.pageCount)
@@ -124,9 +153,108 @@ enum Release {
     }
   }
 
-  /// malloc_trim: flushes the calling thread's cache and releases all free memory now.
+  /// malloc_trim and Arena.scavenge(): flushes the calling thread's cache (default heap) and
+  /// releases all free memory now, including the free blocks of partly used runs.
   static func trim(_ h: HeapPointer) -> Outcome {
-    if let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
-    return releaseFree(h, olderThan: 0, decommit: true)
+    if h.pointee.isDefault, let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
+    var outcome = releaseFree(h, .everything)
+    var c = firstBlockPurgeClass
+    while c <= SizeClass.count {
+      outcome.purgedBytes &+= purgeFreeBlocks(h, c, quietBefore: UInt.max, policy: .everything)
+      c &+= 1
+    }
+    return outcome
+  }
+
+  // MARK: Free blocks inside partly used runs
+  //
+  // A run of a large size class (blocks of two pages or more) whose blocks are partly in use can
+  // still give back the pages of its free blocks: every page of a free block but the first (which
+  // holds the free-list link and tag) is purged, and word 2 of the block records it (`secret ^
+  // address ^ 5`) so it is not purged twice. A block leaving the run clears the mark. While the
+  // scavenger works on a run, the run is off its class's partial list and flagged (2), so no
+  // thread takes its blocks and no free releases the run under it.
+
+  @inline(__always) static var firstBlockPurgeClass: Int { SizeClass.index(forSize: 2 &* Layout.pageSize) }
+  @inline(__always) static func purgedMark(_ block: UInt) -> UInt {
+    UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret) ^ block ^ 5
+  }
+
+  /// Purges the free blocks of class `c`'s partly used runs if the class has seen no free since
+  /// `quietBefore`. Returns the bytes purged.
+  static func purgeFreeBlocks(_ h: HeapPointer, _ c: Int, quietBefore: UInt, policy: Policy) -> Int {
+    let size = UInt(SizeClass.size(ofClass: c))
+    let central = h.central(c)
+    var detached: DescriptorPointer? = nil
+    arena_lock_acquire(&central.pointee.lock)
+    if central.pointee.lastGive >= quietBefore { arena_lock_release(&central.pointee.lock); return 0 }
+    var d = central.pointee.partial
+    while let run = d {
+      d = run.pointee.next
+      guard run.pointee.freeList != 0 else { continue }
+      SmallRuns.remove(central, run)
+      run.pointee.inPartialList = 2
+      run.pointee.prev = UnsafeMutablePointer(bitPattern: run.pointee.freeList)
+      run.pointee.freeList = 0
+      run.pointee.next = detached
+      detached = run
+    }
+    arena_lock_release(&central.pointee.lock)
+    guard detached != nil else { return 0 }
+
+    var purged = 0
+    let page = UInt(Layout.pageSize)
+    var run = detached
+    while let r = run, !overBudget(policy) {
+      var block = UInt(bitPattern: r.pointee.prev)
+      while block != 0 {
+        let b = UnsafeMutableRawPointer(bitPattern: block)!
+        let mark = purgedMark(block)
+        if b.load(fromByteOffset: 16, as: UInt.self) != mark {
+          let low = roundUp(block &+ 24, page)
+          let high = (block &+ size) & ~(page &- 1)
+          if high > low {
+            if policy.lazy { _ = arena_sys_purge_lazy(UnsafeMutableRawPointer(bitPattern: low), Int(high &- low)) }
+            else { _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: low), Int(high &- low)) }
+            purged &+= Int(high &- low)
+          }
+          b.storeBytes(of: mark, toByteOffset: 16, as: UInt.self)
+        }
+        block = b.load(as: UInt.self)
+      }
+      run = r.pointee.next
+    }
+
+    var emptied: DescriptorPointer? = nil
+    arena_lock_acquire(&central.pointee.lock)
+    run = detached
+    while let r = run {
+      run = r.pointee.next
+      // Put the detached blocks back in front of any freed meanwhile.
+      var tail = UInt(bitPattern: r.pointee.prev)
+      while true {
+        let next = UnsafeMutableRawPointer(bitPattern: tail)!.load(as: UInt.self)
+        if next == 0 { break }
+        tail = next
+      }
+      UnsafeMutableRawPointer(bitPattern: tail)!.storeBytes(of: r.pointee.freeList, as: UInt.self)
+      r.pointee.freeList = UInt(bitPattern: r.pointee.prev)
+      r.pointee.prev = nil
+      r.pointee.inPartialList = 0
+      SmallRuns.push(central, r)
+      if r.pointee.liveCount == 0 && (central.pointee.partial != r || r.pointee.next != nil) {
+        SmallRuns.remove(central, r)
+        central.pointee.runCount &-= 1
+        r.pointee.next = emptied
+        emptied = r
+      }
+    }
+    h.pointee.purgedBytesTotal &+= purged
+    arena_lock_release(&central.pointee.lock)
+    while let r = emptied {
+      emptied = r.pointee.next
+      if let res = h.reservation(containing: r.pointee.start) { SmallRuns.releaseRun(h, res, r) }
+    }
+    return purged
   }
 }

@@ -45,6 +45,7 @@ enum SmallRuns {
       while list.count < count && d.pointee.freeList != 0 {
         let block = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)!
         d.pointee.freeList = block.load(as: UInt.self)
+        if c >= Release.firstBlockPurgeClass { block.storeBytes(of: 0, toByteOffset: 16, as: UInt.self) }
         append(&list, block)
         d.pointee.liveCount &+= 1
       }
@@ -77,7 +78,9 @@ enum SmallRuns {
     var emptied: DescriptorPointer? = nil
     var emptiedReservations: ReservationPointer? = nil
     var sameReservation = true
+    let now = UInt(arena_sys_now_ns())
     arena_lock_acquire(&central.pointee.lock)
+    central.pointee.lastGive = now
     var next = first
     while let block = next {
       next = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
@@ -91,6 +94,7 @@ enum SmallRuns {
       block.storeBytes(of: d.pointee.freeList, as: UInt.self)
       d.pointee.freeList = address
       d.pointee.liveCount &-= 1
+      if d.pointee.inPartialList == 2 { continue }  // the scavenger has it; it puts it back
       if d.pointee.inPartialList == 0 { push(central, d) }
       if d.pointee.liveCount == 0 && (central.pointee.partial != d || d.pointee.next != nil) {
         remove(central, d)

@@ -172,5 +172,7 @@ enum Fork {
     visit(&h.pointee.pageLock)
     visit(&h.pointee.hugeLock)
     visit(&g.pointee.registry_lock)
+    // The child has no scavenger thread: let it start again on first need.
+    if reset { arena_atomic_store32(&g.pointee.scavenger_state, 0) }
   }
 }

@@ -41,3 +41,12 @@ func procField(_ file: String, _ name: String) -> Int? {
   }
   return nil
 }
+
+/// A value shared between test threads, guarded by a lock.
+final class Shared<Value>: @unchecked Sendable {
+  private var value: Value
+  private let lock = NSLock()
+  init(_ value: Value) { self.value = value }
+  func update<R>(_ body: (inout Value) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
+  var current: Value { update { $0 } }
+}
