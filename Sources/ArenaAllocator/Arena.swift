@@ -165,6 +165,10 @@ public struct ArenaStatistics: Sendable {
   /// CPU time used by the background scavenger thread (default arena only), and its passes.
   public var scavengerCPUNanoseconds: Int
   public var scavengerPasses: Int
+  /// Bytes currently offered (discardable), and totals of bytes reclaimed intact and discarded.
+  public var offeredBytes: Int
+  public var reclaimedIntactBytes: Int
+  public var discardedBytes: Int
   /// Per size class, index 0 is class 1.
   public var sizeClasses: [SizeClass]
 
@@ -189,6 +193,9 @@ public struct ArenaStatistics: Sendable {
     decommittedBytesTotal = s.decommittedBytesTotal
     scavengerCPUNanoseconds = s.scavengerCPUNanoseconds
     scavengerPasses = s.scavengerPasses
+    offeredBytes = s.offeredBytes
+    reclaimedIntactBytes = s.reclaimedIntactBytes
+    discardedBytes = s.discardedBytes
     sizeClasses = classes
   }
 }

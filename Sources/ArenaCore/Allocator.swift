@@ -144,6 +144,10 @@ enum Allocator {
       fatal("free():", "double free (page run is already free):", p)
     }
     let bytes = Int(d.pointee.pageCount) &<< Layout.pageShift
+    if Offer.isOffered(d) {
+      d.pointee.inPartialList = 0
+      _ = arena_atomic_sub64(&h.pointee.offeredBytes, UInt64(bytes))
+    }
     PageHeap.releaseLocked(r, d, stamp: now)
     arena_lock_release(&h.pointee.pageLock)
     if h.pointee.isDefault { Scavenger.ensureStarted() }
@@ -165,6 +169,7 @@ enum Allocator {
         let pages = (size &+ Layout.pageSize &- 1) &>> Layout.pageShift
         let oldPages = old &>> Layout.pageShift
         let d = r.descriptor(r.pageIndex(UInt(bitPattern: p)))
+        if Offer.isOffered(d) { fatal("realloc():", "block is offered; reclaim it first:", p) }
         arena_lock_acquire(&h.pointee.pageLock)
         var done = false
         if pages < oldPages {
@@ -264,6 +269,9 @@ package struct HeapCounters {
   package var decommittedBytesTotal = 0
   package var scavengerCPUNanoseconds = 0
   package var scavengerPasses = 0
+  package var offeredBytes = 0
+  package var reclaimedIntactBytes = 0
+  package var discardedBytes = 0
 }
 
 extension Allocator {
@@ -288,6 +296,9 @@ extension Allocator {
     s.commitCalls = h.pointee.commitCalls
     s.purgedBytesTotal = h.pointee.purgedBytesTotal
     s.decommittedBytesTotal = h.pointee.decommittedBytesTotal
+    s.offeredBytes = Int(arena_atomic_load64(&h.pointee.offeredBytes))
+    s.reclaimedIntactBytes = Int(arena_atomic_load64(&h.pointee.reclaimedIntactBytes))
+    s.discardedBytes = Int(arena_atomic_load64(&h.pointee.discardedBytes))
     if h.pointee.isDefault {
       let g = arena_globals_pointer()
       s.scavengerCPUNanoseconds = Int(arena_atomic_load64(&g.pointee.scavenger_cpu_ns))
@@ -367,6 +378,18 @@ package enum HeapHandle {
   }
   package static func reset(_ raw: UnsafeMutableRawPointer) { Heaps.reset(heap(raw)) }
   package static func destroy(_ raw: UnsafeMutableRawPointer) { Heaps.destroy(heap(raw)) }
+  /// Offers the whole pages of a page-run or huge block (0, or -1 with errno).
+  package static func offer(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) -> Int32 { Offer.offer(heap(raw), p) }
+  /// Reclaims an offered block: 1 intact, 0 discarded, -1 not offered.
+  package static func reclaim(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) -> Int32 { Offer.reclaim(heap(raw), p) }
+  /// Whether Offer's hard-coded descriptor offsets match the compiler's layout (tests).
+  #if !hasFeature(Embedded)
+  package static var offerSlotsMatchLayout: Bool {
+    MemoryLayout<RunDescriptor>.offset(of: \.freeList) == Offer.freeListOffset
+      && MemoryLayout<RunDescriptor>.offset(of: \.liveCount) == Offer.countersOffset
+      && MemoryLayout<RunDescriptor>.offset(of: \.carvedCount) == Offer.countersOffset + 4
+  }
+  #endif
   /// The scavenger's options as parsed from ARENA_OPTIONS.
   package static var scavengerOptions: (decayNanoseconds: UInt64, decommitNanoseconds: UInt64, enabled: Bool) {
     let o = Scavenger.options

@@ -128,7 +128,7 @@ public func arenaTrim() -> Int32 {
 /// Fills `out[0..<count]` with the default heap's counters, in this order: reserved, committed,
 /// metadata, live, small live, large live, large count, huge live, huge count, cached, free dirty,
 /// free clean, free decommitted, purged total, decommitted total, reservations, commit calls,
-/// scavenger CPU ns, scavenger passes.
+/// scavenger CPU ns, scavenger passes, offered, reclaimed intact, discarded.
 /// Returns how many were written.
 @c(arena_statistics)
 public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) -> Int {
@@ -143,11 +143,28 @@ public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) 
                 s.largeLiveBytes, s.largeLiveCount, s.hugeLiveBytes, s.hugeLiveCount, s.cachedBytes,
                 s.freeDirtyBytes, s.freeCleanBytes, s.freeDecommittedBytes, s.purgedBytesTotal,
                 s.decommittedBytesTotal, s.reservationCount, s.commitCalls,
-                s.scavengerCPUNanoseconds, s.scavengerPasses)
+                s.scavengerCPUNanoseconds, s.scavengerPasses, s.offeredBytes, s.reclaimedIntactBytes,
+                s.discardedBytes)
   return withUnsafeBytes(of: values) { raw in
     let n = min(count, raw.count / 8)
     var i = 0
     while i < n { out[i] = UInt64(bitPattern: Int64(raw.load(fromByteOffset: i &* 8, as: Int.self))); i &+= 1 }
     return n
   }
+}
+
+/// arena_offer: offers the whole pages of a block of the malloc family (page runs and huge
+/// blocks). 0, or -1 with errno (EINVAL: a small block or already offered).
+@c(arena_offer_block)
+public func arenaOfferBlock(_ p: UnsafeMutableRawPointer?) -> Int32 {
+  guard let p, let h = Heaps.defaultHeapIfCreated else { arena_set_errno(EINVAL); return -1 }
+  return Offer.offer(h, p)
+}
+
+/// arena_reclaim: 1 if every byte survived, 0 if any page was discarded, -1 (EINVAL) if the block
+/// is not offered.
+@c(arena_reclaim_block)
+public func arenaReclaimBlock(_ p: UnsafeMutableRawPointer?) -> Int32 {
+  guard let p, let h = Heaps.defaultHeapIfCreated else { arena_set_errno(EINVAL); return -1 }
+  return Offer.reclaim(h, p)
 }

@@ -29,11 +29,14 @@ struct HeapHeader {
   var hugeCapacity: Int
   var purgedBytesTotal: Int
   var decommittedBytesTotal: Int
+  var offeredBytes: UInt64           // atomic: currently offered
+  var reclaimedIntactBytes: UInt64   // atomic: total
+  var discardedBytes: UInt64         // atomic: total
 
   @inline(__always) static var headerOffset: Int { 4096 }
   @inline(__always) static var centralsOffset: Int { 5120 }
   @inline(__always) static var hugeTableOffset: Int { 32768 }
-  @inline(__always) static var hugeTableCapacity: Int { 2048 }
+  @inline(__always) static var hugeTableCapacity: Int { 1024 }
 }
 
 /// The shared state of one size class: runs with free blocks, and how many blocks are out.
@@ -51,6 +54,9 @@ struct ClassCentral {
 struct HugeEntry {
   var address: UInt
   var size: UInt
+  /// While the block is offered: its saved first words (Offer.swift); else 0.
+  var offerWords: UInt
+  var pad: UInt
 }
 
 extension UnsafeMutablePointer where Pointee == HeapHeader {
@@ -87,7 +93,7 @@ enum Heaps {
       isDefault: isDefault, reservationSize: size, firstReservation: r, lastReservation: r,
       threadCaches: nil, lastError: 0, commitCalls: 0, largeLiveBytes: 0, largeLiveCount: 0,
       hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity,
-      purgedBytesTotal: 0, decommittedBytesTotal: 0))
+      purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0))
     r.pointee.heap = UnsafeMutableRawPointer(h)
     return h
   }

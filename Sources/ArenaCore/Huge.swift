@@ -45,7 +45,7 @@ enum Huge {
     guard h.pointee.hugeLiveCount < capacity / 2 else { return false }
     var i = slot(address, capacity)
     while table[i].address > tombstone { i = (i &+ 1) & (capacity &- 1) }
-    table[i] = HugeEntry(address: address, size: size)
+    table[i] = HugeEntry(address: address, size: size, offerWords: 0, pad: 0)
     h.pointee.hugeLiveCount &+= 1
     h.pointee.hugeLiveBytes &+= Int(size)
     return true
@@ -82,10 +82,16 @@ enum Huge {
     let i = find(h, address)
     guard i >= 0 else { arena_lock_release(&h.pointee.hugeLock); return false }
     let size = h.hugeTable[i].size
+    let offerWords = h.hugeTable[i].offerWords
     h.hugeTable[i].address = tombstone
+    h.hugeTable[i].offerWords = 0
     h.pointee.hugeLiveCount &-= 1
     h.pointee.hugeLiveBytes &-= Int(size)
     arena_lock_release(&h.pointee.hugeLock)
+    if offerWords != 0 {
+      _ = arena_atomic_sub64(&h.pointee.offeredBytes, UInt64(size))
+      Allocator.deallocate(h, UnsafeMutableRawPointer(bitPattern: offerWords)!, cache: nil)
+    }
     let saved = arena_get_errno()
     _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: address), Int(size))
     arena_set_errno(saved)
@@ -99,6 +105,10 @@ enum Huge {
     let i = find(h, address)
     guard i >= 0 else { arena_lock_release(&h.pointee.hugeLock); return nil }
     let old = h.hugeTable[i].size
+    if h.hugeTable[i].offerWords != 0 {
+      arena_lock_release(&h.pointee.hugeLock)
+      Allocator.fatal("realloc():", "block is offered; reclaim it first:", UnsafeMutableRawPointer(bitPattern: address)!)
+    }
     // Remove while the mapping moves, so no other thread finds a stale entry.
     h.hugeTable[i].address = tombstone
     h.pointee.hugeLiveCount &-= 1
@@ -120,7 +130,7 @@ enum Huge {
       if table[i].address > tombstone {
         _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: table[i].address), Int(table[i].size))
       }
-      table[i] = HugeEntry(address: 0, size: 0)
+      table[i] = HugeEntry(address: 0, size: 0, offerWords: 0, pad: 0)
       i &+= 1
     }
     h.pointee.hugeLiveCount = 0

@@ -27,6 +27,8 @@ ARENA_CORE extern void *arena_realloc(void *p, size_t size);
 ARENA_CORE extern void *arena_aligned_alloc(size_t alignment, size_t size);
 ARENA_CORE extern size_t arena_usable_size(void *p);
 ARENA_CORE extern int arena_trim(void);
+ARENA_CORE extern int arena_offer_block(void *p);
+ARENA_CORE extern int arena_reclaim_block(void *p);
 extern long arena_statistics(uint64_t *out, long count);
 
 #define ARENA_EXPORT __attribute__((visibility("default")))
@@ -81,6 +83,9 @@ ARENA_EXPORT void *pvalloc(size_t size) {
 }
 
 ARENA_EXPORT size_t malloc_usable_size(void *p) { return arena_usable_size(p); }
+
+ARENA_EXPORT int arena_offer(void *block) { return arena_offer_block(block); }
+ARENA_EXPORT int arena_reclaim(void *block) { return arena_reclaim_block(block); }
 
 ARENA_EXPORT int malloc_trim(size_t pad) {
   (void)pad;  // everything free is released; a pad would only keep memory the scavenger frees later
