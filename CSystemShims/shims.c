@@ -208,7 +208,7 @@ void arena_options_load(void) {
     while (__atomic_load_n(&arena_globals.options_state, __ATOMIC_ACQUIRE) != 2) {}
     return;
   }
-  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0 };
+  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 1 };
   const char *env = getenv("ARENA_OPTIONS");
   while (env && *env) {
     const char *end = env;
@@ -223,6 +223,7 @@ void arena_options_load(void) {
     else if (option_is(env, name_len, "hot_reserve_kb")) o.hot_reserve_bytes = option_number(value, value_len) * 1024;
     else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = !option_is(value, value_len, "off");
     else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
+    else if (option_is(env, name_len, "fault_handler")) o.fault_handler = !option_is(value, value_len, "off");
     env = *end ? end + 1 : end;
   }
   // Under strict overcommit the commit charge is the scarce resource: give it back as soon as a
@@ -354,4 +355,69 @@ void arena_lock_wake(arena_lock_t *lock) {
   int saved = errno;
   syscall(SYS_futex, &lock->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   errno = saved;
+}
+
+// MARK: - Fault handler
+
+static struct sigaction previous_segv, previous_bus;
+static arena_fault_describer_t fault_describer;
+static int fault_handler_installed;
+
+static void fault_handler(int sig, siginfo_t *info, void *context) {
+  int saved = errno;
+  char line[320];
+  size_t n = fault_describer ? fault_describer((uintptr_t)info->si_addr, line, sizeof line) : 0;
+  if (n > 0) {
+    size_t off = 0;
+    while (off < n) {
+      ssize_t w = write(STDERR_FILENO, line + off, n - off);
+      if (w <= 0) break;
+      off += (size_t)w;
+    }
+  }
+  struct sigaction *previous = sig == SIGSEGV ? &previous_segv : &previous_bus;
+  errno = saved;
+  if ((previous->sa_flags & SA_SIGINFO) && previous->sa_sigaction) {
+    previous->sa_sigaction(sig, info, context);
+    return;
+  }
+  if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
+    previous->sa_handler(sig);
+    return;
+  }
+  // Default action: restore it and return; the faulting instruction runs again and the process
+  // dies with the usual signal (and core).
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, NULL);
+}
+
+int arena_thread_alt_stack(void) {
+  stack_t current;
+  if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return 0;
+  size_t size = 64 * 1024;
+  void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (stack == MAP_FAILED) return errno;
+  stack_t alt = { .ss_sp = stack, .ss_flags = 0, .ss_size = size };
+  if (sigaltstack(&alt, NULL) != 0) { int e = errno; munmap(stack, size); return e; }
+  return 0;
+}
+
+int arena_fault_handler_install(arena_fault_describer_t describer) {
+  if (__atomic_exchange_n(&fault_handler_installed, 1, __ATOMIC_ACQ_REL)) return 0;
+  int saved = errno;
+  fault_describer = describer;
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = fault_handler;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&action.sa_mask);
+  int error = 0;
+  if (sigaction(SIGSEGV, &action, &previous_segv) != 0) error = errno;
+  if (!error && sigaction(SIGBUS, &action, &previous_bus) != 0) error = errno;
+  arena_thread_alt_stack();
+  errno = saved;
+  return error;
 }

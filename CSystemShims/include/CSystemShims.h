@@ -65,6 +65,22 @@ int arena_sys_thread_start(void (*body)(void *_Nullable));
 /// Parses ARENA_OPTIONS (getenv, no malloc) into `arena_globals.options`, once.
 void arena_options_load(void);
 
+// MARK: - Fault handler
+
+/// Describes a faulting address into `buffer` (one line, no allocation, async-signal-safe);
+/// returns its length, or 0 if the address is outside every arena.
+typedef size_t (*arena_fault_describer_t)(uintptr_t address, char *buffer, size_t capacity);
+
+/// Installs the SIGSEGV/SIGBUS handler once (SA_SIGINFO | SA_ONSTACK | SA_NODEFER), saving the
+/// previous handlers. A fault the describer recognises gets one line on stderr; every fault then
+/// goes to the previous handler, or, where that was SIG_DFL/SIG_IGN, the default action is
+/// restored and the handler returns so the fault re-raises with the usual signal and core.
+/// Also gives the calling thread an alternate signal stack. Returns 0 or an errno.
+int arena_fault_handler_install(arena_fault_describer_t describer);
+/// Gives the calling thread its own alternate signal stack (mmap'd, 64 KiB) if it has none, so a
+/// stack-overflow fault can still be diagnosed. Returns 0 or an errno.
+int arena_thread_alt_stack(void);
+
 // MARK: - errno
 
 void arena_set_errno(int value);
@@ -149,6 +165,7 @@ typedef struct {
   uint64_t hot_reserve_bytes;   // dirty free memory kept for reuse (hot_reserve_kb, default 4096)
   uint32_t scavenger_enabled;   // scavenger:on|off (default on)
   uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
+  uint32_t fault_handler;       // fault_handler:on|off (default on): SIGSEGV/SIGBUS diagnosis
 } arena_options_t;
 
 typedef struct {

@@ -95,6 +95,7 @@ enum Heaps {
       hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity,
       purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0))
     r.pointee.heap = UnsafeMutableRawPointer(h)
+    Faults.install()
     return h
   }
 

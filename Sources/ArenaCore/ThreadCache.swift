@@ -69,6 +69,7 @@ enum ThreadCaches {
     arena_tls_set(block)
     _ = arena_thread_exit_register(threadExit, block)
     arena_atfork_install(forkPrepare, forkParent, forkChild)
+    _ = arena_thread_alt_stack()  // so a fault on this thread's stack can still be diagnosed
     return tc
   }
 
