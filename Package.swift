@@ -19,6 +19,7 @@ let package = Package(
     .executable(name: "arena-bench", targets: ["arena-bench"]),
     .executable(name: "arena-workload", targets: ["arena-workload"]),
     .executable(name: "arena-swift-workload", targets: ["arena-swift-workload"]),
+    .executable(name: "arena-stress", targets: ["arena-stress"]),
   ],
   targets: [
     .target(name: "CSystemShims", path: "CSystemShims"),
@@ -39,6 +40,7 @@ let package = Package(
       name: "arena-workload", path: "Benchmarks/arena-workload",
       linkerSettings: [.unsafeFlags(["-enable-experimental-feature", "Embedded"])]),
     .executableTarget(name: "arena-swift-workload", path: "Benchmarks/arena-swift-workload"),
+    .executableTarget(name: "arena-stress", path: "Benchmarks/arena-stress"),
     .testTarget(
       name: "ArenaAllocatorTests",
       dependencies: ["ArenaAllocator", "ArenaCore", "CSystemShims"] + (linkMallocIntoTests ? ["ArenaMallocLinked"] : [])),

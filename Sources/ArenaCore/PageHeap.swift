@@ -176,6 +176,15 @@ enum PageHeap {
   /// needed and reserving a new reservation when none has room. The run comes back as a large run;
   /// small-run callers re-label it. Returns nil (errno ENOMEM) when memory cannot be had.
   static func allocate(_ h: HeapPointer, pages: Int, alignment: Int) -> TakenRun? {
+    if let run = allocateOnce(h, pages: pages, alignment: alignment) { return run }
+    // Out of commit (strict overcommit, RLIMIT_DATA): give back the charge of free memory that
+    // is still committed, and try once more. Nothing already allocated is touched.
+    let released = Release.releaseFree(h, .everything)
+    guard released.decommittedBytes > 0 else { arena_set_errno(ENOMEM); return nil }
+    return allocateOnce(h, pages: pages, alignment: alignment)
+  }
+
+  static func allocateOnce(_ h: HeapPointer, pages: Int, alignment: Int) -> TakenRun? {
     while true {
       arena_lock_acquire(&h.pointee.pageLock)
       // 1. Dirty, then clean free runs: no system call needed.
