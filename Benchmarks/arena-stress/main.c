@@ -33,6 +33,27 @@ static void check(int ok, const char *what) {
   pthread_mutex_unlock(&report);
 }
 
+// Committed_AS (kB) from /proc/meminfo, and the VMA count of this process.
+static long meminfo_kb(const char *name) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return -1;
+  char line[256];
+  long v = -1;
+  size_t n = strlen(name);
+  while (fgets(line, sizeof line, f)) if (!strncmp(line, name, n) && line[n] == ':') { v = atol(line + n + 1); break; }
+  fclose(f);
+  return v;
+}
+static long vma_count(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return -1;
+  long lines = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF) lines += c == '\n';
+  fclose(f);
+  return lines;
+}
+
 static uint64_t next(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
 
@@ -132,14 +153,18 @@ int main(int argc, char **argv) {
   size_t max_bytes = (size_t)(max_env ? atol(max_env) : 4096) << 20;
   setvbuf(stdout, NULL, _IOLBF, 0);
 
-  // churn
+  long committed_start = meminfo_kb("Committed_AS");
+  // churn (small stacks: glibc keeps the stacks of joined threads, and they are charged)
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 << 10);
   pthread_t tid[64];
   churn_arg args[64];
   if (threads > 64) threads = 64;
   double until = now() + seconds;
   for (int t = 0; t < threads; t++) {
     args[t] = (churn_arg){ until, 0x9E3779B97F4A7C15ull * (uint64_t)(t + 1), 0, 0 };
-    pthread_create(&tid[t], NULL, churn, &args[t]);
+    pthread_create(&tid[t], &attr, churn, &args[t]);
   }
   long ops = 0;
   int bad = 0;
@@ -152,18 +177,21 @@ int main(int argc, char **argv) {
   size_t first = exhaust(1 << 20, max_bytes, &list, &n);
   void **small; size_t small_n;
   size_t first_small = exhaust(64, 64 << 20, &small, &small_n);
-  printf("exhaust: %zu MiB in 1 MiB blocks, then %zu KiB in 64 B blocks\n", first >> 20, first_small >> 10);
+  long peak_vmas = vma_count();
+  printf("exhaust: %zu MiB in 1 MiB blocks, then %zu KiB in 64 B blocks; %ld VMAs\n", first >> 20, first_small >> 10, peak_vmas);
   release_all(small, small_n, 64);
   release_all(list, n, 1 << 20);
   malloc_trim(0);
   printf("PHASE freed %.3f\n", now());
   usleep((useconds_t)(settle * 1e6));
-  printf("PHASE settled %.3f\n", now());
+  long committed_settled = meminfo_kb("Committed_AS");
+  printf("PHASE settled %.3f: Committed_AS %+ld MiB against the start\n", now(), (committed_settled - committed_start) / 1024);
   size_t second = exhaust(1 << 20, max_bytes, &list, &n);
   printf("exhaust again: %zu MiB (%.1f%% of the first)\n", second >> 20, first ? 100.0 * second / first : 0);
   check(second * 100 >= first * 95, "exhaust again: at least 95% of the first run");
   release_all(list, n, 1 << 20);
-  printf("RESULT usable_mb=%zu again_mb=%zu\n", first >> 20, second >> 20);
+  printf("RESULT usable_mb=%zu again_mb=%zu charged_after_free_mb=%ld peak_vmas=%ld\n", first >> 20, second >> 20,
+         (committed_settled - committed_start) / 1024, peak_vmas);
   printf("%d passed, %d failed\n", passes, failures);
   return failures ? 1 : 0;
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs arena-stress under vm.overcommit_memory=2 with HEADROOM_MB (default 768) of commit headroom
+# for ArenaAllocator and, where installed, glibc, jemalloc, mimalloc and tcmalloc.
+# The rest of the commit limit is taken by a helper process that commits memory without touching
+# it. The old settings are restored by a trap; each run takes a few seconds. Needs root.
+# Prints, per allocator: usable MiB before ENOMEM, MiB still charged 3 s after freeing everything,
+# peak VMA count. Exit status 1 if ours misses: no crash, usable >= 95% of the headroom,
+# <= 16 MiB charged after free.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+headroom_mb=${HEADROOM_MB:-768}
+only=${1:-all}
+[ "$(id -u)" = 0 ] || { echo "overcommit-stress: needs root (writes /proc/sys/vm)"; exit 2; }
+stress=.build/release/arena-stress
+ours=$PWD/.build/release/libArenaMalloc.so
+[ -x "$stress" ] && [ -f "$ours" ] || { echo "build first: swift build -c release"; exit 2; }
+
+hog_src=$(mktemp --suffix=.c)
+hog_bin=${hog_src%.c}
+cat > "$hog_src" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {  // commits argv[1] MiB without touching it, then waits
+  size_t mb = (size_t)atol(argv[1]);
+  if (mb && mmap(NULL, mb << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) { perror("hog"); return 1; }
+  puts("ready"); fflush(stdout);
+  pause();
+  return 0;
+}
+C
+cc -O2 -o "$hog_bin" "$hog_src"
+
+old_mode=$(cat /proc/sys/vm/overcommit_memory)
+old_ratio=$(cat /proc/sys/vm/overcommit_ratio)
+old_kbytes=$(cat /proc/sys/vm/overcommit_kbytes)
+hog_pid=""
+restore() {
+  [ -n "$hog_pid" ] && kill "$hog_pid" 2>/dev/null && wait "$hog_pid" 2>/dev/null || true
+  if [ "$old_kbytes" != 0 ]; then echo "$old_kbytes" > /proc/sys/vm/overcommit_kbytes; else echo "$old_ratio" > /proc/sys/vm/overcommit_ratio; fi
+  echo "$old_mode" > /proc/sys/vm/overcommit_memory
+  rm -f "$hog_src" "$hog_bin"
+}
+trap restore EXIT INT TERM
+
+field() { awk -v k="$1:" '$1 == k {print $2}' /proc/meminfo; }
+
+declare -A libs=([arena]=$ours [glibc]="" \
+  [jemalloc]=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \
+  [mimalloc]=$(ls /usr/lib/x86_64-linux-gnu/libmimalloc.so.2* 2>/dev/null | head -1) \
+  [tcmalloc]=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4)
+status=0
+printf '%-10s %12s %14s %22s %10s\n' allocator "usable MiB" "again MiB" "charged after free MiB" "peak VMAs"
+for name in arena glibc jemalloc mimalloc tcmalloc; do
+  [ "$only" = all ] || [ "$only" = "$name" ] || continue
+  lib=${libs[$name]}
+  if [ "$name" != glibc ] && [ ! -f "$lib" ]; then printf '%-10s (not installed)\n' "$name"; continue; fi
+  # The window: strict mode, the hog takes all but the headroom, one run, then back.
+  echo 2 > /proc/sys/vm/overcommit_memory
+  free_kb=$(( $(field CommitLimit) - $(field Committed_AS) ))
+  hog_mb=$(( free_kb / 1024 - headroom_mb ))
+  if [ "$hog_mb" -lt 0 ]; then echo "not enough commit limit for $headroom_mb MiB of headroom"; exit 2; fi
+  coproc HOG { exec "$hog_bin" "$hog_mb"; }
+  hog_pid=$HOG_PID
+  read -r _ <&"${HOG[0]}"
+  out=$(STRESS_MAX_MB=$((headroom_mb * 2)) timeout -s KILL 120 env ${lib:+LD_PRELOAD=$lib} "$stress" 2 4 3 2>&1) && rc=0 || rc=$?
+  kill "$hog_pid" 2>/dev/null; wait "$hog_pid" 2>/dev/null || true; hog_pid=""
+  echo "$old_mode" > /proc/sys/vm/overcommit_memory
+  result=$(grep '^RESULT' <<<"$out" || true)
+  usable=$(sed -n 's/.*usable_mb=\([0-9]*\).*/\1/p' <<<"$result")
+  again=$(sed -n 's/.*again_mb=\([0-9]*\).*/\1/p' <<<"$result")
+  charged=$(sed -n 's/.*charged_after_free_mb=\(-\?[0-9]*\).*/\1/p' <<<"$result")
+  vmas=$(sed -n 's/.*peak_vmas=\([0-9]*\).*/\1/p' <<<"$result")
+  printf '%-10s %12s %14s %22s %10s%s\n' "$name" "${usable:-?}" "${again:-?}" "${charged:-?}" "${vmas:-?}" \
+    "$([ $rc -ne 0 ] && echo "  (exit $rc)")"
+  if [ "$name" = arena ]; then
+    if [ $rc -ne 0 ] || [ -z "$usable" ]; then echo "$out"; status=1
+    elif [ "$usable" -lt $(( headroom_mb * 95 / 100 )) ]; then echo "arena: usable $usable MiB < 95% of $headroom_mb"; status=1
+    elif [ "$charged" -gt 16 ]; then echo "arena: $charged MiB still charged after free"; status=1
+    fi
+  fi
+done
+exit $status
