@@ -77,6 +77,14 @@ typedef size_t (*arena_fault_describer_t)(uintptr_t address, char *buffer, size_
 /// restored and the handler returns so the fault re-raises with the usual signal and core.
 /// Also gives the calling thread an alternate signal stack. Returns 0 or an errno.
 int arena_fault_handler_install(arena_fault_describer_t describer);
+/// Touches one byte per page of [addr, addr+size) (reading and writing back the same value) under
+/// a per-thread sigsetjmp guard: a SIGSEGV/SIGBUS inside the range makes it return EFAULT instead
+/// of killing the process. Needs the fault handler (installed if it is not). Returns 0 or EFAULT.
+/// Protects against faults the kernel does deliver (file-backed or hugetlb memory, injected
+/// faults, a protected page); on this kernel real memory exhaustion is a SIGKILL from the OOM
+/// killer, which nothing can catch.
+int arena_probe_range(void *addr, size_t size);
+
 /// Gives the calling thread its own alternate signal stack (mmap'd, 64 KiB) if it has none, so a
 /// stack-overflow fault can still be diagnosed. Returns 0 or an errno.
 int arena_thread_alt_stack(void);
@@ -166,6 +174,7 @@ typedef struct {
   uint32_t scavenger_enabled;   // scavenger:on|off (default on)
   uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
   uint32_t fault_handler;       // fault_handler:on|off (default on): SIGSEGV/SIGBUS diagnosis
+  uint32_t commit_probe;        // commit_probe:on|off (default off): touch new commits under a guard
 } arena_options_t;
 
 typedef struct {

@@ -205,7 +205,7 @@ enum PageHeap {
       while let res = r {
         if let d = takeFree(res, pages: pages, alignment: alignment, state: FreeState.decommitted) {
           arena_lock_release(&h.pointee.pageLock)
-          let error = arena_sys_commit(UnsafeMutableRawPointer(bitPattern: d.pointee.start), pages &<< Layout.pageShift)
+          let error = commitAndProbe(d.pointee.start, pages &<< Layout.pageShift)
           arena_lock_acquire(&h.pointee.pageLock)
           if error != 0 {
             let start = res.pageIndex(d.pointee.start)
@@ -275,13 +275,11 @@ enum PageHeap {
     var error = descriptorError
     var committedEnd = claimEnd
     if error == 0 {
-      error = arena_sys_commit(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: frontier)),
-                               (claimEnd &- frontier) &<< Layout.pageShift)
+      error = commitAndProbe(r.address(ofPage: frontier), (claimEnd &- frontier) &<< Layout.pageShift)
       if error != 0 && claimEnd > end {
         // Fall back to the smallest commit that serves this request.
         committedEnd = min(roundUp(end, Layout.fallbackCommitPages), claimEnd)
-        error = arena_sys_commit(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: frontier)),
-                                 (committedEnd &- frontier) &<< Layout.pageShift)
+        error = commitAndProbe(r.address(ofPage: frontier), (committedEnd &- frontier) &<< Layout.pageShift)
       }
     }
 
@@ -319,6 +317,19 @@ enum PageHeap {
     markBoundary(r, start, pages)
     arena_lock_release(&h.pointee.pageLock)
     return TakenRun(reservation: r, descriptor: d, isZeroed: true)
+  }
+
+  /// Commits a range of one PROT_NONE VMA; with the commit probe on, also touches it under a
+  /// fault guard and, if touching faults, decommits it again and reports ENOMEM.
+  static func commitAndProbe(_ start: UInt, _ bytes: Int) -> Int32 {
+    let address = UnsafeMutableRawPointer(bitPattern: start)
+    let error = arena_sys_commit(address, bytes)
+    guard error == 0, Scavenger.options.commit_probe != 0 else { return error }
+    guard arena_probe_range(address!, bytes) == 0 else {
+      _ = arena_sys_decommit(address, bytes)
+      return ENOMEM
+    }
+    return 0
   }
 
   // MARK: Release
