@@ -44,7 +44,8 @@ enum Allocator {
       return p
     }
     if size > Layout.hugeThreshold { return Huge.allocate(h, size: size, alignment: alignment) }
-    let pages = (size &+ Layout.pageSize &- 1) &>> Layout.pageShift
+    // At least one page: a 0-byte request with a large alignment still needs a unique block.
+    let pages = max(1, (size &+ Layout.pageSize &- 1) &>> Layout.pageShift)
     guard let run = PageHeap.allocate(h, pages: pages, alignment: max(alignment, Layout.pageSize)) else {
       // A reservation too small for this run (RLIMIT_AS fallback): a mapping of its own.
       if arena_get_errno() == ENOMEM, pages &<< Layout.pageShift >= h.pointee.reservationSize / 4 {

@@ -176,6 +176,7 @@ enum PageHeap {
   /// needed and reserving a new reservation when none has room. The run comes back as a large run;
   /// small-run callers re-label it. Returns nil (errno ENOMEM) when memory cannot be had.
   static func allocate(_ h: HeapPointer, pages: Int, alignment: Int) -> TakenRun? {
+    precondition(pages > 0, "a page run has at least one page")
     if let run = allocateOnce(h, pages: pages, alignment: alignment) { return run }
     // Out of commit (strict overcommit, RLIMIT_DATA): give back the charge of free memory that
     // is still committed, and try once more. Nothing already allocated is touched.

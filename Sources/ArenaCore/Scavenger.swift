@@ -14,7 +14,7 @@
 // - Partly used runs. A size class that has had no frees for the decay time also gives back the
 //   pages of free blocks inside its partly used runs (classes of 8 KiB and more; see Release.swift).
 //   Blocks parked in thread caches are handed back when their thread exits or calls malloc_trim;
-//   the caches are small (at most 128 KiB per class and thread), and an idle thread's cache cannot
+//   the caches are small (at most 32 KiB per class and thread), and an idle thread's cache cannot
 //   be touched safely from another thread without an atomic operation on the fast path.
 // - Pacing. The thread wakes every decay/4 (between 20 and 250 ms). Each pass is bounded by a
 //   CPU budget: a token bucket filled at 5% of a core (50 ms per second of wall time) holding at

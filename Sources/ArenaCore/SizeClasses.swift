@@ -64,9 +64,10 @@ enum SizeClass {
     return pages
   }
 
-  /// How many free blocks of a class one thread may keep before handing half back.
+  /// How many free blocks of a class one thread may keep before handing half back: 32 KiB worth,
+  /// between 2 and 256 blocks, so a thread parks little memory (and thousands of threads little).
   static func cacheLimit(ofClass index: Int) -> Int {
-    return max(4, min(256, (128 << 10) / size(ofClass: index)))
+    return max(2, min(256, (32 << 10) / size(ofClass: index)))
   }
 
   /// Fills the class tables in `arena_globals`; idempotent, called before the first heap exists.
