@@ -78,8 +78,17 @@ enum PageHeap {
 
   // MARK: Free runs (page lock held)
 
-  /// Makes pages [start, start+pages) a free run of `state`, merging with free neighbours of the
-  /// same state. The pages' own page-map entries must be 0 except the first and last.
+  /// Whether a free neighbour in state `neighbour` may join a run being inserted as `state`: the
+  /// same state, or a clean neighbour of a dirty run (the merged run is dirty: its clean pages are
+  /// not resident, and purging them again costs little). Without that, the scavenger's purges
+  /// would cut free space into dirty and clean pieces too small for large requests.
+  @inline(__always)
+  static func mergeable(_ neighbour: Int, into state: Int) -> Bool {
+    neighbour == state || (state == FreeState.dirty && neighbour == FreeState.clean)
+  }
+
+  /// Makes pages [start, start+pages) a free run of `state`, merging with free neighbours that
+  /// are `mergeable`. The pages' own page-map entries must be 0 except the first and last.
   static func insertFree(_ r: ReservationPointer, start: Int, pages: Int, state: Int, stamp: UInt) {
     var first = start
     var count = pages
@@ -88,7 +97,7 @@ enum PageHeap {
       let e = map[start &- 1]
       if e & 0xFF == 1 {
         let left = r.descriptor(Int(e &>> 8))
-        if left.pointee.kind == RunKind.free && Int(left.pointee.state) == state {
+        if left.pointee.kind == RunKind.free && mergeable(Int(left.pointee.state), into: state) {
           binRemove(r, left)
           map[start &- 1] = 0
           map[start] = 0
@@ -103,7 +112,7 @@ enum PageHeap {
       let e = map[end]
       if e & 0xFF == 1 && Int(e &>> 8) == end {
         let right = r.descriptor(end)
-        if right.pointee.kind == RunKind.free && Int(right.pointee.state) == state {
+        if right.pointee.kind == RunKind.free && mergeable(Int(right.pointee.state), into: state) {
           binRemove(r, right)
           map[end &- 1] = 0
           map[end] = 0

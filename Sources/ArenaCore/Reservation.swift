@@ -21,9 +21,10 @@
 //
 // Invariants:
 // - Descriptor memory for data pages [0, frontier) is committed.
-// - A free run has one state (dirty, clean or decommitted) and merges only with neighbours of the
-//   same state: "dirty" is committed memory with old contents, "clean" is committed and reads as
-//   zero (never touched, or purged), "decommitted" is PROT_NONE and charges nothing.
+// - A free run has one state (dirty, clean or decommitted): "dirty" is committed memory with old
+//   contents, "clean" is committed and reads as zero (never touched, or purged), "decommitted" is
+//   PROT_NONE and charges nothing. Runs merge with neighbours of the same state, and a freed
+//   (dirty) run also absorbs clean neighbours (PageHeap.mergeable).
 // - The VMA count of a reservation stays bounded: commits happen in whole granules at the frontier
 //   (one growing read-write VMA), and only whole free granules will ever be decommitted, so the
 //   number of VMAs is at most 2 x (reservation / 2 MiB) + 6 in the worst case, and 6 in practice.
