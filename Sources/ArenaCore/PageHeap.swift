@@ -189,8 +189,9 @@ enum PageHeap {
     if let run = allocateOnce(h, pages: pages, alignment: alignment) { return run }
     // Out of commit (strict overcommit, RLIMIT_DATA): give back the charge of free memory that
     // is still committed, and try once more. Nothing already allocated is touched.
+    let emptyRuns = Release.releaseEmptyRuns(h, quietBefore: UInt.max)
     let released = Release.releaseFree(h, .everything)
-    guard released.decommittedBytes > 0 else { arena_set_errno(ENOMEM); return nil }
+    guard released.decommittedBytes > 0 || emptyRuns > 0 else { arena_set_errno(ENOMEM); return nil }
     return allocateOnce(h, pages: pages, alignment: alignment)
   }
 

@@ -153,10 +153,44 @@ enum Release {
     }
   }
 
+  /// Gives back the empty runs each size class keeps for reuse (a class that allocates and frees
+  /// one block at a time keeps one) if the class has seen no free since `quietBefore`. Each such
+  /// run would otherwise pin its granule's commit charge. Returns how many runs went back.
+  @discardableResult
+  static func releaseEmptyRuns(_ h: HeapPointer, quietBefore: UInt) -> Int {
+    var released = 0
+    var c = 1
+    while c <= SizeClass.count {
+      let central = h.central(c)
+      var emptied: DescriptorPointer? = nil
+      arena_lock_acquire(&central.pointee.lock)
+      if central.pointee.lastGive < quietBefore {
+        var d = central.pointee.partial
+        while let run = d {
+          d = run.pointee.next
+          if run.pointee.liveCount == 0 {
+            SmallRuns.remove(central, run)
+            central.pointee.runCount &-= 1
+            run.pointee.next = emptied
+            emptied = run
+          }
+        }
+      }
+      arena_lock_release(&central.pointee.lock)
+      while let run = emptied {
+        emptied = run.pointee.next
+        if let r = h.reservation(containing: run.pointee.start) { SmallRuns.releaseRun(h, r, run); released &+= 1 }
+      }
+      c &+= 1
+    }
+    return released
+  }
+
   /// malloc_trim and Arena.scavenge(): flushes the calling thread's cache (default heap) and
   /// releases all free memory now, including the free blocks of partly used runs.
   static func trim(_ h: HeapPointer) -> Outcome {
     if h.pointee.isDefault, let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
+    releaseEmptyRuns(h, quietBefore: UInt.max)
     var outcome = releaseFree(h, .everything)
     var c = firstBlockPurgeClass
     while c <= SizeClass.count {

@@ -11,6 +11,8 @@
 //   is given back and the PROT_NONE ranges merge again.
 // - Hot reserve. Up to `hot_reserve_kb` (default 4 MiB) of dirty free runs per reservation are
 //   never purged, so a program that frees and reallocates in cycles does not fault every cycle.
+// - Empty runs. Each size class keeps an empty run for reuse; a class with no frees for the decay
+//   time gives it back, since it would pin its granule's commit charge.
 // - Partly used runs. A size class that has had no frees for the decay time also gives back the
 //   pages of free blocks inside its partly used runs (classes of 8 KiB and more; see Release.swift).
 //   Blocks parked in thread caches are handed back when their thread exits or calls malloc_trim;
@@ -65,6 +67,7 @@ enum Scavenger {
     policy.keepDirtyBytes = Int(o.hot_reserve_bytes)
     policy.cpuDeadline = cpuDeadline
     policy.lazy = o.lazy_free != 0
+    Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
     var c = Release.firstBlockPurgeClass
     while c <= SizeClass.count && !Release.overBudget(policy) {
