@@ -50,6 +50,24 @@ int arena_sys_no_huge_pages(void *_Nullable addr, size_t size) {
   return madvise(addr, size, MADV_NOHUGEPAGE) == 0 ? 0 : errno;
 }
 
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#define MADV_GUARD_REMOVE 103
+#endif
+
+int arena_sys_guard_install(void *_Nullable addr, size_t size) {
+  if (madvise(addr, size, MADV_GUARD_INSTALL) == 0) return 0;
+  return mprotect(addr, size, PROT_NONE) == 0 ? 0 : errno;
+}
+
+int arena_sys_guard_remove(void *_Nullable addr, size_t size) {
+  int saved = errno;
+  madvise(addr, size, MADV_GUARD_REMOVE);  // EINVAL on kernels without guards: the mprotect did it
+  int result = mprotect(addr, size, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+  errno = saved;
+  return result;
+}
+
 int arena_sys_map(size_t size, void *_Nullable *_Nonnull out) {
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return errno;
@@ -203,13 +221,21 @@ static uint64_t option_number(const char *s, size_t n) {
   return v;
 }
 
+static void parse_options(void);
+
 void arena_options_load(void) {
   uint32_t expected = 0;
   if (!__atomic_compare_exchange_n(&arena_globals.options_state, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
     while (__atomic_load_n(&arena_globals.options_state, __ATOMIC_ACQUIRE) != 2) {}
     return;
   }
-  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 1, 0 };
+  parse_options();
+}
+
+void arena_options_reload(void) { parse_options(); }
+
+static void parse_options(void) {
+  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 1, 0, 0 };
   const char *env = getenv("ARENA_OPTIONS");
   while (env && *env) {
     const char *end = env;
@@ -226,6 +252,7 @@ void arena_options_load(void) {
     else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
     else if (option_is(env, name_len, "fault_handler")) o.fault_handler = !option_is(value, value_len, "off");
     else if (option_is(env, name_len, "commit_probe")) o.commit_probe = option_is(value, value_len, "on");
+    else if (option_is(env, name_len, "guard_pages")) o.guard_pages = option_is(value, value_len, "on");
     env = *end ? end + 1 : end;
   }
   // Under strict overcommit the commit charge is the scarce resource: give it back as soon as a

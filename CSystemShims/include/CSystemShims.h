@@ -37,6 +37,11 @@ int arena_sys_purge(void *_Nullable addr, size_t size);
 int arena_sys_purge_lazy(void *_Nullable addr, size_t size);
 /// Marks a range MADV_NOHUGEPAGE so khugepaged never re-inflates a region released in pieces.
 int arena_sys_no_huge_pages(void *_Nullable addr, size_t size);
+/// Makes a committed range fault on access without changing its VMA: MADV_GUARD_INSTALL where the
+/// kernel has it (6.13+), else mprotect PROT_NONE (which splits the VMA).
+int arena_sys_guard_install(void *_Nullable addr, size_t size);
+/// Undoes arena_sys_guard_install (the range reads as zero afterwards).
+int arena_sys_guard_remove(void *_Nullable addr, size_t size);
 /// Maps `size` committed read-write bytes of their own (huge allocations).
 int arena_sys_map(size_t size, void *_Nullable *_Nonnull out);
 /// Grows or shrinks a mapping made by arena_sys_map, moving it if needed (mremap MAYMOVE).
@@ -64,6 +69,8 @@ void arena_sys_sleep_ns(uint64_t ns);
 int arena_sys_thread_start(void (*body)(void *_Nullable));
 /// Parses ARENA_OPTIONS (getenv, no malloc) into `arena_globals.options`, once.
 void arena_options_load(void);
+/// Parses ARENA_OPTIONS again (tests that change it after the allocator has started).
+void arena_options_reload(void);
 
 // MARK: - Fault handler
 
@@ -175,6 +182,7 @@ typedef struct {
   uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
   uint32_t fault_handler;       // fault_handler:on|off (default on): SIGSEGV/SIGBUS diagnosis
   uint32_t commit_probe;        // commit_probe:on|off (default off): touch new commits under a guard
+  uint32_t guard_pages;         // guard_pages:on|off (default off): a guard page after every run
 } arena_options_t;
 
 typedef struct {

@@ -46,13 +46,18 @@ enum Allocator {
     if size > Layout.hugeThreshold { return Huge.allocate(h, size: size, alignment: alignment) }
     // At least one page: a 0-byte request with a large alignment still needs a unique block.
     let pages = max(1, (size &+ Layout.pageSize &- 1) &>> Layout.pageShift)
-    guard let run = PageHeap.allocate(h, pages: pages, alignment: max(alignment, Layout.pageSize)) else {
+    let guarded = Guards.enabled
+    guard let run = PageHeap.allocate(h, pages: pages &+ (guarded ? 1 : 0), alignment: max(alignment, Layout.pageSize)) else {
       // A reservation too small for this run (RLIMIT_AS fallback): a mapping of its own.
       if arena_get_errno() == ENOMEM, pages &<< Layout.pageShift >= h.pointee.reservationSize / 4 {
         return Huge.allocate(h, size: size, alignment: alignment)
       }
       arena_set_errno(ENOMEM)
       return nil
+    }
+    if guarded {
+      run.descriptor.pointee.sizeClass = Guards.guardedRunMark
+      Guards.install(run.descriptor)
     }
     _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(pages &<< Layout.pageShift))
     _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
@@ -99,7 +104,7 @@ enum Allocator {
     let d = r.descriptor(page)
     let isRunStart = tag == 1 && Int(entry &>> 8) == page && d.pointee.start == a
     let kind = d.pointee.kind
-    let pages = Int(d.pointee.pageCount)
+    let pages = Int(d.pointee.pageCount) &- Guards.pages(ofLargeRun: d)
     arena_lock_release(&h.pointee.pageLock)
     if isRunStart && kind == RunKind.large { return Block(reservation: r, sizeClass: 0, usableSize: pages &<< Layout.pageShift) }
     if isRunStart && kind == RunKind.free { fatal(operation, "double free (page run is already free):", p) }
@@ -138,13 +143,17 @@ enum Allocator {
   static func freeLarge(_ h: HeapPointer, _ r: ReservationPointer, _ p: UnsafeMutableRawPointer) {
     let now = UInt(arena_sys_now_ns())
     let page = r.pageIndex(UInt(bitPattern: p))
-    arena_lock_acquire(&h.pointee.pageLock)
     let d = r.descriptor(page)
+    // The block was validated and is ours: its guard goes before the page lock is taken.
+    let guardPages = Guards.pages(ofLargeRun: d)
+    if guardPages != 0 { Guards.remove(d) }
+    arena_lock_acquire(&h.pointee.pageLock)
     guard d.pointee.kind == RunKind.large, d.pointee.start == UInt(bitPattern: p) else {
       arena_lock_release(&h.pointee.pageLock)
       fatal("free():", "double free (page run is already free):", p)
     }
-    let bytes = Int(d.pointee.pageCount) &<< Layout.pageShift
+    d.pointee.sizeClass = 0
+    let bytes = (Int(d.pointee.pageCount) &- guardPages) &<< Layout.pageShift
     if Offer.isOffered(d) {
       d.pointee.inPartialList = 0
       _ = arena_atomic_sub64(&h.pointee.offeredBytes, UInt64(bytes))
@@ -166,7 +175,8 @@ enum Allocator {
     if b.sizeClass != 0 {
       if size <= old && (old <= 64 || size > old / 2) { return p }
     } else if let r = b.reservation {
-      if size > Layout.smallLimit && size <= Layout.hugeThreshold {
+      let guarded = Guards.pages(ofLargeRun: r.descriptor(r.pageIndex(UInt(bitPattern: p)))) != 0
+      if size > Layout.smallLimit && size <= Layout.hugeThreshold && !guarded {
         let pages = (size &+ Layout.pageSize &- 1) &>> Layout.pageShift
         let oldPages = old &>> Layout.pageShift
         let d = r.descriptor(r.pageIndex(UInt(bitPattern: p)))
@@ -391,6 +401,12 @@ package enum HeapHandle {
       && MemoryLayout<RunDescriptor>.offset(of: \.carvedCount) == Offer.countersOffset + 4
   }
   #endif
+  /// Parses ARENA_OPTIONS again (tests; options are otherwise read once).
+  package static func reloadOptions() { arena_options_reload() }
+  /// Whether `pointer` lies in any arena's reservation (e.g. to tell whether malloc is ours).
+  package static func isArenaMemory(_ pointer: UnsafeRawPointer) -> Bool {
+    Reservations.find(UInt(bitPattern: pointer)) != nil
+  }
   /// The scavenger's options as parsed from ARENA_OPTIONS.
   package static var scavengerOptions: (decayNanoseconds: UInt64, decommitNanoseconds: UInt64, enabled: Bool) {
     let o = Scavenger.options

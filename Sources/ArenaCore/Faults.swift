@@ -51,12 +51,20 @@ func describeFault(_ address: UInt, _ buffer: UnsafeMutablePointer<CChar>, _ cap
       while entry == 0 && p > 0 && steps < 65536 { p &-= 1; entry = r.pointee.pageMap[p]; steps &+= 1 }
       let tag = Int(entry & 0xFF)
       if tag >= 2 {
-        line.append("committed page of a small run, size class ")
+        let start = Int(entry &>> 8)
+        if page &- start >= ClassTable.runPages(tag &- 1) {
+          line.append("guard page after a small run (overrun past its end), size class ")
+        } else {
+          line.append("committed page of a small run, size class ")
+        }
         line.appendDecimal(UInt(SizeClass.size(ofClass: tag &- 1)))
         line.append(" B")
       } else if tag == 1 {
         let d = r.descriptor(Int(entry &>> 8))
-        if d.pointee.kind == RunKind.free {
+        let last = Int(entry &>> 8) &+ Int(d.pointee.pageCount) &- 1
+        if d.pointee.kind == RunKind.large && d.pointee.sizeClass == Guards.guardedRunMark && page == last {
+          line.append("guard page after a page run (overrun past its end)")
+        } else if d.pointee.kind == RunKind.free {
           switch Int(d.pointee.state) {
           case FreeState.decommitted: line.append("decommitted (free run, PROT_NONE)")
           case FreeState.clean: line.append("purged (free run, committed, reads as zero)")

@@ -115,8 +115,10 @@ enum SmallRuns {
 
   /// Allocates a new run for class `c` from the page heap and labels its pages.
   static func newRun(_ h: HeapPointer, _ c: Int) -> DescriptorPointer? {
-    let pages = ClassTable.runPages(c)
+    let guarded = Guards.enabled
+    let pages = ClassTable.runPages(c) &+ (guarded ? 1 : 0)
     guard let run = PageHeap.allocate(h, pages: pages, alignment: Layout.pageSize) else { return nil }
+    if guarded { Guards.install(run.descriptor) }
     let r = run.reservation
     let d = run.descriptor
     d.pointee.kind = RunKind.small
@@ -137,6 +139,7 @@ enum SmallRuns {
 
   /// Gives an empty small run back to the page heap.
   static func releaseRun(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer) {
+    if Guards.smallRunIsGuarded(d, Int(d.pointee.sizeClass)) { Guards.remove(d) }
     let start = r.pageIndex(d.pointee.start)
     let pages = Int(d.pointee.pageCount)
     var page = 1

@@ -58,8 +58,71 @@ import Testing
     let text = Self.stderr(result)
     #expect(text.contains("previous handler ran"), "\(text)")
     // When the replacement is linked in, the arena's handler was installed before this one.
-    if dlsym(dlopen(nil, RTLD_NOW), "arena_malloc_is_active") == nil {
+    let probe = malloc(64)!
+    defer { free(probe) }
+    if !HeapHandle.isArenaMemory(probe) {
       #expect(text.contains("never committed"), "\(text)")
+    }
+  }
+}
+
+@Suite struct GuardPageTests {
+  @Test func overrunPastAPageRunHitsItsGuardPage() async {
+    let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
+      setenv("ARENA_OPTIONS", "guard_pages:on", 1)
+      HeapHandle.reloadOptions()
+      let arena = Arena(reserving: 64 << 20)!
+      let p = arena.allocate(byteCount: 100_000)!
+      let usable = arena.usableSize(of: p)
+      if usable != 102_400 { exit(3) }  // the guard page is not usable
+      memset(p, 1, usable)              // every usable byte is fine
+      (p + usable).storeBytes(of: 1, as: UInt8.self)  // one past the end
+    }
+    let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(text.contains("guard page after a page run"), "\(text)")
+  }
+
+  @Test func overrunPastTheLastBlockOfASmallRunHitsItsGuardPage() async {
+    let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
+      setenv("ARENA_OPTIONS", "guard_pages:on", 1)
+      HeapHandle.reloadOptions()
+      let arena = Arena(reserving: 64 << 20)!
+      // Fill one run of the 16 KiB class: the highest block ends where the run ends.
+      var blocks: [UnsafeMutableRawPointer] = []
+      for _ in 0..<8 { blocks.append(arena.allocate(byteCount: 16_384)!) }
+      let last = blocks.max(by: { UInt(bitPattern: $0) < UInt(bitPattern: $1) })!
+      memset(last, 2, 16_384)
+      (last + 16_384).storeBytes(of: 1, as: UInt8.self)
+    }
+    let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(text.contains("guard page after a small run"), "\(text)")
+  }
+
+  @Test func hardenedModeKeepsDataAndAddsNoVMAs() async {
+    await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+      setenv("ARENA_OPTIONS", "guard_pages:on", 1)
+      HeapHandle.reloadOptions()
+      let arena = Arena(reserving: 256 << 20)!
+      let before = ProcessMemory.mappingCount
+      var rng = XorShift(seed: 9)
+      var slots = [(UnsafeMutableRawPointer, Int, UInt8)?](repeating: nil, count: 1000)
+      for step in 0..<100_000 {
+        let i = rng.below(slots.count)
+        if let (p, n, s) = slots[i] {
+          if !Pattern.check(p, n, seed: s) { exit(1) }
+          arena.deallocate(p)
+          slots[i] = nil
+        } else {
+          let n = rng.below(4) == 0 ? rng.below(300_000) + 1 : rng.below(2000) + 1
+          let p = arena.allocate(byteCount: n)!
+          Pattern.fill(p, n, seed: UInt8(truncatingIfNeeded: step))
+          slots[i] = (p, n, UInt8(truncatingIfNeeded: step))
+        }
+      }
+      for case let (p, _, _)? in slots { arena.deallocate(p) }
+      // MADV_GUARD_INSTALL (kernel 6.13+) adds no VMAs; the mprotect fallback would add many.
+      let grown = ProcessMemory.mappingCount - before
+      if grown > 16 { FileHandle.standardError.write(Data("VMAs grew by \(grown)\n".utf8)); exit(2) }
     }
   }
 }

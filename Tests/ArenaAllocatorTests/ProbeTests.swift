@@ -1,5 +1,6 @@
 // Layer: the commit probe (touch under a per-thread sigsetjmp guard).
 import ArenaAllocator
+import ArenaCore
 import CSystemShims
 import Foundation
 import Testing
@@ -21,6 +22,7 @@ import Testing
   @Test func allocationsWithTheProbeOnWork() async {
     await #expect(processExitsWith: .success) {
       setenv("ARENA_OPTIONS", "commit_probe:on", 1)
+      HeapHandle.reloadOptions()
       let arena = Arena(reserving: 64 << 20)!
       let before = ProcessMemory.residentBytes
       let p = arena.allocate(byteCount: 1 << 20)!

@@ -57,6 +57,7 @@ func spike(total: Int) -> [UnsafeMutableRawPointer] {
     await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
       func fail(_ why: String) -> Never { FileHandle.standardError.write(Data((why + "\n").utf8)); exit(1) }
       setenv("ARENA_OPTIONS", "decay_ms:100,decommit_ms:200", 1)
+      HeapHandle.reloadOptions()
       let before = procField("/proc/self/status", "VmData")!
       var blocks: [UnsafeMutableRawPointer] = []
       for _ in 0..<128 { blocks.append(Arena.default.allocate(byteCount: 1 << 20)!) }
@@ -73,6 +74,7 @@ func spike(total: Int) -> [UnsafeMutableRawPointer] {
   @Test func scavengingConcurrentlyWithAllocatingThreadsLosesNoData() async {
     await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
       setenv("ARENA_OPTIONS", "decay_ms:1,decommit_ms:2,hot_reserve_kb:0", 1)
+      HeapHandle.reloadOptions()
       let deadline = Date().addingTimeInterval(2)
       let failures = Shared(0)
       let threads = (0..<3).map { t in
@@ -131,6 +133,7 @@ func spike(total: Int) -> [UnsafeMutableRawPointer] {
   @Test func optionsAreParsedFromTheEnvironment() async {
     await #expect(processExitsWith: .success) {
       setenv("ARENA_OPTIONS", "decay_ms:250,decommit_ms:7000,scavenger:off", 1)
+      HeapHandle.reloadOptions()
       let o = HeapHandle.scavengerOptions
       if o.decayNanoseconds != 250_000_000 || o.enabled { exit(1) }
       // Strict overcommit decommits at once; otherwise the configured delay holds.
