@@ -101,6 +101,9 @@ static void *churn(void *raw) {
   return NULL;
 }
 
+// Commit still free (CommitLimit - Committed_AS) when malloc first reported ENOMEM, in kB.
+static long left_at_enomem_kb = -1;
+
 // Allocates blocks of `size` until failure or `max_bytes`; returns bytes obtained.
 static size_t exhaust(size_t size, size_t max_bytes, void ***out, size_t *count) {
   size_t cap = 1024, n = 0, total = 0;
@@ -112,6 +115,7 @@ static size_t exhaust(size_t size, size_t max_bytes, void ***out, size_t *count)
     errno = 0;
     unsigned char *p = malloc(size);
     if (!p) {
+      if (left_at_enomem_kb < 0 && errno == ENOMEM) left_at_enomem_kb = meminfo_kb("CommitLimit") - meminfo_kb("Committed_AS");
       char why[96];
       snprintf(why, sizeof why, "exhaust(%zu): failure is ENOMEM (errno %d)", size, errno);
       check(errno == ENOMEM, why);
@@ -154,6 +158,7 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
 
   long committed_start = meminfo_kb("Committed_AS");
+  long headroom_kb = meminfo_kb("CommitLimit") - committed_start;  // meaningful in overcommit mode 2
   // churn (small stacks: glibc keeps the stacks of joined threads, and they are charged)
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -190,8 +195,9 @@ int main(int argc, char **argv) {
   printf("exhaust again: %zu MiB (%.1f%% of the first)\n", second >> 20, first ? 100.0 * second / first : 0);
   check(second * 100 >= first * 95, "exhaust again: at least 95% of the first run");
   release_all(list, n, 1 << 20);
-  printf("RESULT usable_mb=%zu again_mb=%zu charged_after_free_mb=%ld peak_vmas=%ld\n", first >> 20, second >> 20,
-         (committed_settled - committed_start) / 1024, peak_vmas);
+  printf("RESULT usable_mb=%zu again_mb=%zu charged_after_free_mb=%ld peak_vmas=%ld headroom_mb=%ld left_at_enomem_mb=%ld\n",
+         first >> 20, second >> 20, (committed_settled - committed_start) / 1024, peak_vmas, headroom_kb / 1024,
+         left_at_enomem_kb / 1024);
   printf("%d passed, %d failed\n", passes, failures);
   return failures ? 1 : 0;
 }
