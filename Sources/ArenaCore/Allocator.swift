@@ -221,26 +221,25 @@ enum Allocator {
   // MARK: Diagnosis
 
   static func fatal(_ operation: StaticString, _ what: StaticString, _ p: UnsafeMutableRawPointer) -> Never {
-    var line = (0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64,
-                0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64)
-    withUnsafeMutableBytes(of: &line) { buffer in
-      let n = join(buffer, operation, what)
-      _ = n
-      arena_fatal_pointer(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), p)
-    }
-    // arena_fatal_pointer does not return.
-    while true {}
+    fatal(operation, what, p, sizeClass: 0)
   }
 
   static func fatalSmall(_ operation: StaticString, _ what: StaticString, _ p: UnsafeMutableRawPointer, _ c: Int) -> Never {
+    fatal(operation, what, p, sizeClass: c)
+  }
+
+  /// Writes one line naming the operation, the problem and the pointer (and the size class when
+  /// there is one) to stderr and aborts.
+  static func fatal(_ operation: StaticString, _ what: StaticString, _ p: UnsafeMutableRawPointer, sizeClass c: Int) -> Never {
     var line = (0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64,
                 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64, 0 as UInt64)
     withUnsafeMutableBytes(of: &line) { buffer in
       _ = join(buffer, operation, what)
-      arena_fatal_pointer_detail(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), p,
-                                 "size class", UInt64(SizeClass.size(ofClass: c)))
+      let text = buffer.baseAddress!.assumingMemoryBound(to: CChar.self)
+      if c == 0 { arena_fatal_pointer(text, p) }
+      arena_fatal_pointer_detail(text, p, "size class", UInt64(SizeClass.size(ofClass: c)))
     }
-    while true {}
+    while true {}  // not reached: both writers abort
   }
 
   /// Writes "operation what" NUL-terminated into `buffer` (no String: it would allocate).

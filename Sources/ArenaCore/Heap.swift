@@ -184,12 +184,13 @@ enum Heaps {
   /// Unmaps every reservation of a private heap (the heap header goes with the first).
   static func destroy(_ h: HeapPointer) {
     Huge.releaseAll(h)
-    var r = h.pointee.firstReservation
-    var last: ReservationPointer? = nil
+    // The heap header lives in the first reservation: unmap it last.
+    let first = h.pointee.firstReservation
+    var r = first?.pointee.next
     while let res = r {
       r = res.pointee.next
-      if res == h.pointee.firstReservation { last = res } else { Reservations.destroy(res) }
+      Reservations.destroy(res)
     }
-    if let first = last { Reservations.destroy(first) }
+    if let first { Reservations.destroy(first) }
   }
 }
