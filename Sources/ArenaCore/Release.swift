@@ -119,9 +119,14 @@ enum Release {
 
   @inline(__always)
   static func purge(_ r: ReservationPointer, _ start: Int, _ pages: Int, lazy: Bool) {
-    let address = UnsafeMutableRawPointer(bitPattern: r.address(ofPage: start))
-    if lazy { _ = arena_sys_purge_lazy(address, pages &<< Layout.pageShift) }
-    else { _ = arena_sys_purge(address, pages &<< Layout.pageShift) }
+    purge(address: r.address(ofPage: start), bytes: pages &<< Layout.pageShift, lazy: lazy)
+  }
+
+  /// Purges a committed range: MADV_DONTNEED, or MADV_FREE when the `purge:free` option asks.
+  @inline(__always)
+  static func purge(address: UInt, bytes: Int, lazy: Bool) {
+    let p = UnsafeMutableRawPointer(bitPattern: address)
+    if lazy { _ = arena_sys_purge_lazy(p, bytes) } else { _ = arena_sys_purge(p, bytes) }
   }
 
   /// Takes one free run of `state` worth releasing out of the bins (page lock held): dirty runs
@@ -169,18 +174,13 @@ enum Release {
         while let run = d {
           d = run.pointee.next
           if run.pointee.liveCount == 0 {
-            SmallRuns.remove(central, run)
-            central.pointee.runCount &-= 1
-            run.pointee.next = emptied
-            emptied = run
+            SmallRuns.detachEmpty(central, run, &emptied)
+            released &+= 1
           }
         }
       }
       arena_lock_release(&central.pointee.lock)
-      while let run = emptied {
-        emptied = run.pointee.next
-        if let r = h.reservation(containing: run.pointee.start) { SmallRuns.releaseRun(h, r, run); released &+= 1 }
-      }
+      SmallRuns.releaseDetached(h, emptied)
       c &+= 1
     }
     return released
@@ -248,8 +248,7 @@ enum Release {
           let low = roundUp(block &+ 24, page)
           let high = (block &+ size) & ~(page &- 1)
           if high > low {
-            if policy.lazy { _ = arena_sys_purge_lazy(UnsafeMutableRawPointer(bitPattern: low), Int(high &- low)) }
-            else { _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: low), Int(high &- low)) }
+            purge(address: low, bytes: Int(high &- low), lazy: policy.lazy)
             purged &+= Int(high &- low)
           }
           b.storeBytes(of: mark, toByteOffset: 16, as: UInt.self)
@@ -276,19 +275,11 @@ enum Release {
       r.pointee.prev = nil
       r.pointee.inPartialList = 0
       SmallRuns.push(central, r)
-      if r.pointee.liveCount == 0 && (central.pointee.partial != r || r.pointee.next != nil) {
-        SmallRuns.remove(central, r)
-        central.pointee.runCount &-= 1
-        r.pointee.next = emptied
-        emptied = r
-      }
+      if SmallRuns.isSpareEmpty(central, r) { SmallRuns.detachEmpty(central, r, &emptied) }
     }
     h.pointee.purgedBytesTotal &+= purged
     arena_lock_release(&central.pointee.lock)
-    while let r = emptied {
-      emptied = r.pointee.next
-      if let res = h.reservation(containing: r.pointee.start) { SmallRuns.releaseRun(h, res, r) }
-    }
+    SmallRuns.releaseDetached(h, emptied)
     return purged
   }
 }

@@ -76,8 +76,6 @@ enum SmallRuns {
   static func give(_ h: HeapPointer, _ c: Int, _ first: UnsafeMutableRawPointer?, count: Int) {
     let central = h.central(c)
     var emptied: DescriptorPointer? = nil
-    var emptiedReservations: ReservationPointer? = nil
-    var sameReservation = true
     let now = UInt(arena_sys_now_ns())
     arena_lock_acquire(&central.pointee.lock)
     central.pointee.lastGive = now
@@ -96,21 +94,11 @@ enum SmallRuns {
       d.pointee.liveCount &-= 1
       if d.pointee.inPartialList == 2 { continue }  // the scavenger has it; it puts it back
       if d.pointee.inPartialList == 0 { push(central, d) }
-      if d.pointee.liveCount == 0 && (central.pointee.partial != d || d.pointee.next != nil) {
-        remove(central, d)
-        central.pointee.runCount &-= 1
-        d.pointee.next = emptied
-        emptied = d
-        if emptiedReservations == nil { emptiedReservations = r } else if emptiedReservations != r { sameReservation = false }
-      }
+      if isSpareEmpty(central, d) { detachEmpty(central, d, &emptied) }
     }
     central.pointee.blocksOut &-= count
     arena_lock_release(&central.pointee.lock)
-    while let d = emptied {
-      emptied = d.pointee.next
-      let r = sameReservation ? emptiedReservations! : h.reservation(containing: d.pointee.start)!
-      releaseRun(h, r, d)
-    }
+    releaseDetached(h, emptied)
   }
 
   /// Allocates a new run for class `c` from the page heap and labels its pages.
@@ -149,6 +137,35 @@ enum SmallRuns {
     }
     d.pointee.kind = RunKind.large
     PageHeap.release(h, r, d)
+  }
+
+  // MARK: Empty runs
+
+  /// Whether an empty run can go back to the page heap: it is not the class's only partial run
+  /// (that one is kept, so a class that allocates and frees one block at a time does not create
+  /// and destroy a run each time). Class lock held.
+  @inline(__always)
+  static func isSpareEmpty(_ central: UnsafeMutablePointer<ClassCentral>, _ d: DescriptorPointer) -> Bool {
+    d.pointee.liveCount == 0 && (central.pointee.partial != d || d.pointee.next != nil)
+  }
+
+  /// Takes an empty run off its class onto `emptied`, to be released once the lock is dropped.
+  @inline(__always)
+  static func detachEmpty(_ central: UnsafeMutablePointer<ClassCentral>, _ d: DescriptorPointer,
+                          _ emptied: inout DescriptorPointer?) {
+    remove(central, d)
+    central.pointee.runCount &-= 1
+    d.pointee.next = emptied
+    emptied = d
+  }
+
+  /// Gives runs detached with `detachEmpty` back to the page heap (no class lock held).
+  static func releaseDetached(_ h: HeapPointer, _ emptied: DescriptorPointer?) {
+    var next = emptied
+    while let d = next {
+      next = d.pointee.next
+      if let r = h.reservation(containing: d.pointee.start) { releaseRun(h, r, d) }
+    }
   }
 
   // MARK: Partial list (class lock held)
