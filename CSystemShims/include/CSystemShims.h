@@ -127,14 +127,9 @@ void arena_atfork_install(void (*prepare)(void), void (*parent)(void), void (*ch
 // MARK: - Atomics on raw memory
 
 static inline uint64_t arena_atomic_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline uint64_t arena_atomic_load64_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void arena_atomic_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline void arena_atomic_store64_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t arena_atomic_add64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t arena_atomic_sub64(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
-static inline int arena_atomic_cas64(uint64_t *p, uint64_t *expected, uint64_t desired) {
-  return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
 static inline uint64_t arena_atomic_exchange64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
 static inline uint32_t arena_atomic_load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void arena_atomic_store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
@@ -154,10 +149,6 @@ static inline void arena_lock_acquire(arena_lock_t *lock) {
   if (__builtin_expect(__atomic_compare_exchange_n(&lock->word, &expected, 1, 0,
                                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1)) return;
   arena_lock_wait(lock);
-}
-static inline int arena_lock_try(arena_lock_t *lock) {
-  uint32_t expected = 0;
-  return __atomic_compare_exchange_n(&lock->word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 static inline void arena_lock_release(arena_lock_t *lock) {
   if (__builtin_expect(__atomic_exchange_n(&lock->word, 0, __ATOMIC_RELEASE) == 1, 1)) return;
