@@ -154,35 +154,28 @@ import Testing
     }
   }
 
-  @Test func threadsWithCrossThreadFrees() throws {
+  /// Compiles a C fixture, runs it preloaded, and checks that it ran on the arena and that its
+  /// last line of output passes `lastLineIsOK`.
+  func runFixture(_ name: String, seconds: Int, lastLineIsOK: (String) -> Bool) throws {
     let env = try PreloadEnvironment()
     defer { env.cleanUp() }
-    let threads = try env.compileFixture("threads")
-    let result = try env.run([threads], preload: true, seconds: 60)
+    let fixture = try env.compileFixture(name)
+    let result = try env.run([fixture], preload: true, seconds: seconds)
     #expect(result.stdout.contains("arena_malloc_is_active=1"), "not running on the arena allocator:\n\(result.summary)")
-    let ok = result.succeeded && result.stdout.split(separator: "\n").last == "threads ok"
-    #expect(ok, "\(result.summary)")
+    let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
+    #expect(result.succeeded && lastLineIsOK(last), "\(result.summary)")
+  }
+
+  @Test func threadsWithCrossThreadFrees() throws {
+    try runFixture("threads", seconds: 60) { $0 == "threads ok" }
   }
 
   @Test func threadExitHandsCachesBack() throws {
-    let env = try PreloadEnvironment()
-    defer { env.cleanUp() }
-    let fixture = try env.compileFixture("short_threads")
-    let result = try env.run([fixture], preload: true, seconds: 60)
-    #expect(result.stdout.contains("arena_malloc_is_active=1"), "not running on the arena allocator:\n\(result.summary)")
-    let last = result.stdout.split(separator: "\n").last.map(String.init) ?? ""
-    let ok = result.succeeded && last.hasPrefix("short threads ok ")
-    #expect(ok, "\(result.summary)")
+    try runFixture("short_threads", seconds: 60) { $0.hasPrefix("short threads ok ") }
   }
 
   @Test func forkWhileThreadsAllocate() throws {
-    let env = try PreloadEnvironment()
-    defer { env.cleanUp() }
-    let fixture = try env.compileFixture("fork")
-    let result = try env.run([fixture], preload: true, seconds: 90)
-    #expect(result.stdout.contains("arena_malloc_is_active=1"), "not running on the arena allocator:\n\(result.summary)")
-    let ok = result.succeeded && result.stdout.split(separator: "\n").last == "fork ok"
-    #expect(ok, "\(result.summary)")
+    try runFixture("fork", seconds: 90) { $0 == "fork ok" }
   }
 
   // MARK: - A Swift program
