@@ -298,9 +298,9 @@ func workloadSpecs(mode: Mode, repsOverride: Int?, idleOverride: Double?, timeou
       summary: "request bursts on 2 worker threads (mixed sizes, realloc'd responses, a cache), idle pauses"),
     WorkloadSpec(
       name: "spike-idle", executable: c,
-      arguments: ["spike-idle", "threads=2", "idle=\(idle)"] + pick(["mib=64"], ["mib=1024"], ["mib=2048"]),
+      arguments: ["spike-idle", "threads=2", "mix=count", "idle=\(idle)"] + pick(["mib=64"], ["mib=1024"], ["mib=2048"]),
       reps: spikeReps, sampleRSS: true, idleSeconds: idle, timeoutSeconds: timeout + idle,
-      summary: "allocate a spike (16 B-1 KiB and 4-68 KiB, 2 threads), free 90% randomly, sit idle"),
+      summary: "allocate a spike (half the blocks 16 B-1 KiB, half 4-68 KiB; 2 threads), free 90% randomly, sit idle"),
     WorkloadSpec(
       name: "swift-json", executable: "arena-swift-workload",
       arguments: pick(

@@ -857,6 +857,7 @@ static int run_server(void) {
 typedef struct {
   int index;
   uint64_t target_bytes, small_pct, free_pct, seed;
+  int by_count;  // small_pct is a share of the blocks (1) or of the bytes (0)
   pthread_barrier_t *b;
   // results
   uint64_t peak_bytes, live_bytes, nallocs, nfrees, acc;
@@ -871,10 +872,17 @@ static void *spike_thread(void *argp) {
   uint64_t small_target = a->target_bytes * a->small_pct / 100;
   uint64_t medium_target = a->target_bytes - small_target;
   uint64_t cap = small_target / 16 + medium_target / 4096 + 16;
+  uint64_t small_bytes = 0, medium_bytes = 0, count = 0, tag = ((uint64_t)a->index << 48) + 1;
+  if (a->by_count) {
+    // Blocks, not bytes, are split: a small block averages 520 B, a medium one 36 KiB.
+    double small_share = (double)a->small_pct * 520.0 / ((double)a->small_pct * 520.0 + (double)(100 - a->small_pct) * 36864.0);
+    small_target = (uint64_t)((double)a->target_bytes * small_share);
+    medium_target = a->target_bytes - small_target;
+    cap = small_target / 16 + medium_target / 4096 + 16;
+  }
   size_t slots_bytes = cap * sizeof(slot_t);
   slot_t *slots = xmap(slots_bytes);
-  uint64_t small_bytes = 0, medium_bytes = 0, count = 0, tag = ((uint64_t)a->index << 48) + 1;
-  // Phase 1: allocate (small 16 B..1 KiB and medium 4..68 KiB, interleaved to keep the byte shares).
+  // Phase 1: allocate (small 16 B..1 KiB and medium 4..68 KiB, interleaved to keep the shares).
   while ((small_bytes < small_target || medium_bytes < medium_target) && count < cap) {
     int medium;
     if (small_bytes >= small_target) medium = 1;
@@ -933,7 +941,10 @@ static int run_spike_idle(void) {
   uint64_t free_pct = param_u64("free_pct", 90);
   double idle = param_double("idle", 11);
   uint64_t seed = param_u64("seed", 1);
+  const char *mix = param_raw("mix");
   params_done();
+  if (mix && strcmp(mix, "count") != 0 && strcmp(mix, "bytes") != 0) die(EXIT_USAGE, "mix must be count or bytes");
+  int by_count = !mix || strcmp(mix, "count") == 0;
   if (threads < 1) threads = 1;
   if (threads > 64) threads = 64;
   if (small_pct > 100) small_pct = 100;
@@ -946,7 +957,7 @@ static int run_spike_idle(void) {
   emit("PHASE start %.6f rss_kib=%ld", t0, self_rss_kib());
   for (uint64_t i = 0; i < threads; i++) {
     args[i] = (spike_arg_t){.index = (int)i, .target_bytes = (mib << 20) / threads, .small_pct = small_pct,
-                            .free_pct = free_pct, .seed = seed, .b = &b};
+                            .by_count = by_count, .free_pct = free_pct, .seed = seed, .b = &b};
     if (pthread_create(&tids[i], NULL, spike_thread, &args[i]) != 0) die(EXIT_SYSTEM, "pthread_create failed");
   }
   pthread_barrier_wait(&b);
@@ -995,7 +1006,8 @@ static void usage(FILE *f) {
           "  realloc     buffers=64 rounds=10 max=1048576 seed=1    realloc growth 16 B -> max, interleaved\n"
           "  large       ops=4000 window=16 min=65536 max=4194304   large blocks, every page touched\n"
           "  server      cycles=12 requests=4000 threads=2 idle_ms=150 cache=5000 seed=1\n"
-          "  spike-idle  mib=1024 threads=2 small_pct=50 free_pct=90 idle=11 seed=1\n"
+          "  spike-idle  mib=1024 threads=2 small_pct=50 mix=count free_pct=90 idle=11 seed=1\n"
+          "                                                         small_pct of the blocks (mix=count) or bytes (mix=bytes)\n"
           "Prints RESULT workload=<w> ops=<n> seconds=<s> checksum=<hex> [...]; exits 3 on a data error,\n"
           "4 on an allocation failure, 2 on bad usage.\n");
 }
