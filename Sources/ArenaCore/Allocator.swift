@@ -85,7 +85,7 @@ enum Allocator {
     }
     let page = r.pageIndex(a)
     let entry = r.pointee.pageMap[page]
-    let tag = Int(entry & 0xFF)
+    let tag = Int(entry & 0x7F)  // without SmallRuns.releasedFlag
     if tag >= 2 {
       let c = tag &- 1
       let size = UInt(SizeClass.size(ofClass: c))
@@ -97,6 +97,7 @@ enum Allocator {
       }
       let d = r.descriptor(Int(entry &>> 8))
       if index >= UInt(d.pointee.carvedCount) { fatalSmall(operation, "pointer is not an allocated block:", p, c) }
+      if entry & SmallRuns.releasedFlag != 0 { fatalSmall(operation, "double free (block is already free):", p, c) }
       return Block(reservation: r, sizeClass: c, usableSize: Int(size))
     }
     // A large run: its first page-map entry names itself and its descriptor says large.
@@ -396,6 +397,7 @@ package enum HeapHandle {
   #if !hasFeature(Embedded)
   package static var offerSlotsMatchLayout: Bool {
     MemoryLayout<RunDescriptor>.offset(of: \.freeList) == Offer.freeListOffset
+      && MemoryLayout<RunDescriptor>.offset(of: \.start) == Offer.startOffset
       && MemoryLayout<RunDescriptor>.offset(of: \.liveCount) == Offer.countersOffset
       && MemoryLayout<RunDescriptor>.offset(of: \.carvedCount) == Offer.countersOffset + 4
   }

@@ -34,7 +34,8 @@ public func arenaFree(_ p: UnsafeMutableRawPointer?) {
   if offset < g.pointee.primary_data_end &- g.pointee.primary_data_start, let tc = ThreadCaches.current {
     let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
     let tag = Int(entry & 0xFF)
-    if tag >= 2 {
+    // A small class's tag (2...count+1); released pages (SmallRuns.releasedFlag) take the slow path.
+    if UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) {
       let c = tag &- 1
       let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
       let index = UInt((UInt64(inRun) &* ClassTable.magic(c)) &>> 40)

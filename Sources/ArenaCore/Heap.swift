@@ -48,6 +48,13 @@ struct ClassCentral {
   var blocksOut: Int
   /// When blocks last came back to this class (ns): the scavenger leaves busy classes alone.
   var lastGive: UInt
+  /// When the scavenger last looked at this class's partly used runs (ns); it looks again only
+  /// after blocks have come back since.
+  var lastScan: UInt
+  /// Where the scavenger's sweep of the partial list resumes (validated before use), and the
+  /// `lastGive` the sweep started with (UInt.max: a run was passed over; start again).
+  var scanCursor: DescriptorPointer?
+  var sweepGive: UInt
 }
 
 /// One mapping of a huge allocation.

@@ -27,6 +27,7 @@ enum Offer {
 
   /// Byte offsets in RunDescriptor of `freeList` and of the (liveCount, carvedCount) pair
   /// (key paths are not available in Embedded Swift; a test checks these against the layout).
+  @inline(__always) static var startOffset: Int { 24 }
   @inline(__always) static var freeListOffset: Int { 32 }
   @inline(__always) static var countersOffset: Int { 40 }
 

@@ -89,6 +89,7 @@ enum Release {
             purge(r, start, pages, lazy: policy.lazy)
           }
         }
+        if dirty || decommitted > 0 { purgeMetadata(r, start, pages) }
 
         arena_lock_acquire(&h.pointee.pageLock)
         let map = r.pointee.pageMap
@@ -122,6 +123,26 @@ enum Release {
     purge(address: r.address(ofPage: start), bytes: pages &<< Layout.pageShift, lazy: lazy)
   }
 
+  /// Purges the metadata that only the interior pages of a claimed free run use: their page-map
+  /// entries are zero and their run descriptors unused until the pages are handed out again, when
+  /// they are written (and fault in as zero pages). A 1 GiB heap has 12 MiB of descriptors; after a
+  /// spike they would otherwise stay resident for good.
+  static func purgeMetadata(_ r: ReservationPointer, _ start: Int, _ pages: Int) {
+    guard pages > 2 else { return }
+    let first = start &+ 1
+    let end = start &+ pages &- 1
+    purgeWholePages(UInt(bitPattern: r.descriptor(first)), UInt(bitPattern: r.descriptor(end)))
+    purgeWholePages(UInt(bitPattern: r.pointee.pageMap + first), UInt(bitPattern: r.pointee.pageMap + end))
+  }
+
+  @inline(__always)
+  static func purgeWholePages(_ low: UInt, _ high: UInt) {
+    let page = UInt(Layout.pageSize)
+    let a = roundUp(low, page)
+    let b = high & ~(page &- 1)
+    if b > a { _ = arena_sys_purge(UnsafeMutableRawPointer(bitPattern: a), Int(b &- a)) }
+  }
+
   /// Purges a committed range: MADV_DONTNEED, or MADV_FREE when the `purge:free` option asks.
   @inline(__always)
   static func purge(address: UInt, bytes: Int, lazy: Bool) {
@@ -136,7 +157,8 @@ enum Release {
     let before = state == FreeState.dirty ? policy.purgeBefore : policy.decommitBefore
     if before == 0 { return nil }
     var seen = 0
-    var bin = 0
+    // A clean run worth decommitting holds a whole granule: smaller bins need no look.
+    var bin = state == FreeState.clean ? Reservation.bin(forPages: Layout.granulePages) : 0
     while true {
       bin = PageHeap.nextNonEmptyBin(r, state, from: bin)
       if bin < 0 { return nil }
@@ -169,15 +191,10 @@ enum Release {
       let central = h.central(c)
       var emptied: DescriptorPointer? = nil
       arena_lock_acquire(&central.pointee.lock)
-      if central.pointee.lastGive < quietBefore {
-        var d = central.pointee.partial
-        while let run = d {
-          d = run.pointee.next
-          if run.pointee.liveCount == 0 {
-            SmallRuns.detachEmpty(central, run, &emptied)
-            released &+= 1
-          }
-        }
+      // A class keeps at most one empty run, as its only partial run (SmallRuns.pushDroppingSpare).
+      if central.pointee.lastGive < quietBefore, let run = central.pointee.partial, run.pointee.liveCount == 0 {
+        SmallRuns.detachEmpty(central, run, &emptied)
+        released &+= 1
       }
       arena_lock_release(&central.pointee.lock)
       SmallRuns.releaseDetached(h, emptied)
@@ -192,7 +209,7 @@ enum Release {
     if h.pointee.isDefault, let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
     releaseEmptyRuns(h, quietBefore: UInt.max)
     var outcome = releaseFree(h, .everything)
-    var c = firstBlockPurgeClass
+    var c = 1
     while c <= SizeClass.count {
       outcome.purgedBytes &+= purgeFreeBlocks(h, c, quietBefore: UInt.max, policy: .everything)
       c &+= 1
@@ -200,86 +217,181 @@ enum Release {
     return outcome
   }
 
-  // MARK: Free blocks inside partly used runs
+  // MARK: Free pages inside partly used runs
   //
-  // A run of a large size class (blocks of two pages or more) whose blocks are partly in use can
-  // still give back the pages of its free blocks: every page of a free block but the first (which
-  // holds the free-list link and tag) is purged, and word 2 of the block records it (`secret ^
-  // address ^ 5`) so it is not purged twice. A block leaving the run clears the mark. While the
-  // scavenger works on a run, the run is off its class's partial list and flagged (2), so no
-  // thread takes its blocks and no free releases the run under it.
+  // A run whose blocks are partly in use can still give back the pages that only free blocks
+  // touch. The scavenger takes the run off its class's partial list (flagged 2, so no thread takes
+  // its blocks and no free releases the run under it), finds the pages all of whose blocks are
+  // free (on the detached free list or already released), purges them, marks them released
+  // (SmallRuns: released pages) and keeps on the free list only the blocks that touch no released
+  // page. The run goes back on its list with the blocks freed meanwhile. A class is looked at again
+  // only once blocks have come back to it since the last look.
 
-  @inline(__always) static var firstBlockPurgeClass: Int { SizeClass.index(forSize: 2 &* Layout.pageSize) }
-  @inline(__always) static func purgedMark(_ block: UInt) -> UInt {
-    UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret) ^ block ^ 5
-  }
-
-  /// Purges the free blocks of class `c`'s partly used runs if the class has seen no free since
+  /// Purges the free pages of class `c`'s partly used runs if the class has seen no free since
   /// `quietBefore`. Returns the bytes purged.
   static func purgeFreeBlocks(_ h: HeapPointer, _ c: Int, quietBefore: UInt, policy: Policy) -> Int {
-    let size = UInt(SizeClass.size(ofClass: c))
     let central = h.central(c)
-    var detached: DescriptorPointer? = nil
-    arena_lock_acquire(&central.pointee.lock)
-    if central.pointee.lastGive >= quietBefore { arena_lock_release(&central.pointee.lock); return 0 }
-    var d = central.pointee.partial
-    while let run = d {
-      d = run.pointee.next
-      guard run.pointee.freeList != 0 else { continue }
-      SmallRuns.remove(central, run)
-      run.pointee.inPartialList = 2
-      run.pointee.prev = UnsafeMutablePointer(bitPattern: run.pointee.freeList)
-      run.pointee.freeList = 0
-      run.pointee.next = detached
-      detached = run
-    }
-    arena_lock_release(&central.pointee.lock)
-    guard detached != nil else { return 0 }
-
     var purged = 0
-    let page = UInt(Layout.pageSize)
-    var run = detached
-    while let r = run, !overBudget(policy) {
+    while !overBudget(policy) {
+      // Detach a batch of runs with news on their free list, resuming the sweep where it stopped.
+      var detached: DescriptorPointer? = nil
+      arena_lock_acquire(&central.pointee.lock)
+      let lastGive = central.pointee.lastGive
+      if lastGive >= quietBefore || lastGive < central.pointee.lastScan {
+        arena_lock_release(&central.pointee.lock)
+        return purged
+      }
+      var d = central.pointee.partial
+      if let cursor = central.pointee.scanCursor, cursor.pointee.kind == RunKind.small,
+         Int(cursor.pointee.sizeClass) == c, cursor.pointee.inPartialList == 1 {
+        d = cursor
+      } else {
+        central.pointee.sweepGive = lastGive
+      }
+      var taken = 0
+      var steps = 0
+      while let run = d, taken < 32, steps < 512 {
+        d = run.pointee.next
+        steps &+= 1
+        // Runs whose free list has not changed since their last look have nothing new to give.
+        guard run.pointee.freeList != 0 && run.pointee.freeList != SmallRuns.scannedHead(run).pointee else { continue }
+        SmallRuns.remove(central, run)
+        run.pointee.inPartialList = 2
+        run.pointee.prev = UnsafeMutablePointer(bitPattern: run.pointee.freeList)
+        run.pointee.freeList = 0
+        run.pointee.next = detached
+        detached = run
+        taken &+= 1
+      }
+      central.pointee.scanCursor = d
+      arena_lock_release(&central.pointee.lock)
+
+      var complete = true
+      var batch = 0
+      var run = detached
+      while let r = run {
+        if overBudget(policy) { complete = false; break }
+        batch &+= releaseFreePages(h, r, c, lazy: policy.lazy)
+        SmallRuns.scannedHead(r).pointee = 1  // looked at: set to the list head once it is back
+        run = r.pointee.next
+      }
+
+      var emptied: DescriptorPointer? = nil
+      arena_lock_acquire(&central.pointee.lock)
+      run = detached
+      while let r = run {
+        run = r.pointee.next
+        if r.pointee.prev != nil {
+          // The blocks still on the detached list go back in front of any freed meanwhile.
+          var tail = UInt(bitPattern: r.pointee.prev)
+          while true {
+            let next = UnsafeMutableRawPointer(bitPattern: tail)!.load(as: UInt.self)
+            if next == 0 { break }
+            tail = next
+          }
+          UnsafeMutableRawPointer(bitPattern: tail)!.storeBytes(of: r.pointee.freeList, as: UInt.self)
+          r.pointee.freeList = UInt(bitPattern: r.pointee.prev)
+          r.pointee.prev = nil
+        }
+        r.pointee.inPartialList = 0
+        if SmallRuns.scannedHead(r).pointee == 1 { SmallRuns.scannedHead(r).pointee = r.pointee.freeList }
+        SmallRuns.pushDroppingSpare(central, r, &emptied)
+        if SmallRuns.isSpareEmpty(central, r) { SmallRuns.detachEmpty(central, r, &emptied) }
+      }
+      h.pointee.purgedBytesTotal &+= batch
+      purged &+= batch
+      var swept = false
+      if !complete {
+        central.pointee.scanCursor = nil  // runs passed over are back at the head: sweep again
+        central.pointee.sweepGive = UInt.max
+      } else if d == nil {
+        // The sweep reached the end: unless blocks came back meanwhile, nothing is left to look at.
+        if central.pointee.lastGive == central.pointee.sweepGive { central.pointee.lastScan = central.pointee.lastGive &+ 1 }
+        swept = true
+      }
+      arena_lock_release(&central.pointee.lock)
+      SmallRuns.releaseDetached(h, emptied)
+      if swept || !complete { return purged }
+    }
+    return purged
+  }
+
+  /// Releases the free pages of detached run `r` of class `c`, whose detached free list is in
+  /// `r.prev`; leaves there the blocks that touch no released page. Returns the bytes purged.
+  static func releaseFreePages(_ h: HeapPointer, _ r: DescriptorPointer, _ c: Int, lazy: Bool) -> Int {
+    let size = UInt(SizeClass.size(ofClass: c))
+    let pages = UInt(ClassTable.runPages(c))
+    let carved = UInt(r.pointee.carvedCount)
+    let start = r.pointee.start
+    let released = SmallRuns.releasedPages(r)
+    guard let res = h.reservation(containing: start), carved <= 1024, pages <= UInt(UInt.bitWidth) else { return 0 }
+    // Free blocks: the detached list, and every carved block touching a released page.
+    var bits: (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt) =
+      (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    return withUnsafeMutableBytes(of: &bits) { raw -> Int in
+      let free = raw.baseAddress!.assumingMemoryBound(to: UInt.self)
+      let w = UInt(UInt.bitWidth)
       var block = UInt(bitPattern: r.pointee.prev)
       while block != 0 {
-        let b = UnsafeMutableRawPointer(bitPattern: block)!
-        let mark = purgedMark(block)
-        if b.load(fromByteOffset: 16, as: UInt.self) != mark {
-          let low = roundUp(block &+ 24, page)
-          let high = (block &+ size) & ~(page &- 1)
-          if high > low {
-            purge(address: low, bytes: Int(high &- low), lazy: policy.lazy)
-            purged &+= Int(high &- low)
-          }
-          b.storeBytes(of: mark, toByteOffset: 16, as: UInt.self)
+        let index = UInt((UInt64(block &- start) &* ClassTable.magic(c)) &>> 40)
+        free[Int(index / w)] |= 1 &<< (index % w)
+        block = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
+      }
+      var index: UInt = 0
+      while index < carved && released.pointee != 0 {
+        if SmallRuns.pagesOf(block: index, size: size) & released.pointee != 0 { free[Int(index / w)] |= 1 &<< (index % w) }
+        index &+= 1
+      }
+      // A page is free when it is not released yet, touches at least one carved block, and every
+      // block it touches is carved and free.
+      var fresh: UInt = 0
+      var page: UInt = 0
+      let shift = UInt(Layout.pageShift)
+      while page < pages {
+        let low = page &<< shift
+        let first = low / size
+        let last = (low &+ UInt(Layout.pageSize) &- 1) / size  // may be past the run's blocks
+        if released.pointee & (1 &<< page) == 0 && first < carved && last < carved {
+          var all = true
+          var i = first
+          while i <= last && all { all = free[Int(i / w)] & (1 &<< (i % w)) != 0; i &+= 1 }
+          if all { fresh |= 1 &<< page }
         }
-        block = b.load(as: UInt.self)
+        page &+= 1
       }
-      run = r.pointee.next
-    }
-
-    var emptied: DescriptorPointer? = nil
-    arena_lock_acquire(&central.pointee.lock)
-    run = detached
-    while let r = run {
-      run = r.pointee.next
-      // Put the detached blocks back in front of any freed meanwhile.
-      var tail = UInt(bitPattern: r.pointee.prev)
-      while true {
-        let next = UnsafeMutableRawPointer(bitPattern: tail)!.load(as: UInt.self)
-        if next == 0 { break }
-        tail = next
+      guard fresh != 0 else { return 0 }
+      // Mark, then purge; keep on the list only the blocks that touch no released page.
+      released.pointee |= fresh
+      let base = res.pageIndex(start)
+      var purged = 0
+      page = 0
+      while page < pages {
+        if fresh & (1 &<< page) != 0 {
+          var end = page
+          while end < pages && fresh & (1 &<< end) != 0 {
+            res.pointee.pageMap[base &+ Int(end)] |= SmallRuns.releasedFlag
+            end &+= 1
+          }
+          purge(address: start &+ (page &<< shift), bytes: Int((end &- page) &<< shift), lazy: lazy)
+          purged &+= Int((end &- page) &<< shift)
+          page = end
+        } else {
+          page &+= 1
+        }
       }
-      UnsafeMutableRawPointer(bitPattern: tail)!.storeBytes(of: r.pointee.freeList, as: UInt.self)
-      r.pointee.freeList = UInt(bitPattern: r.pointee.prev)
-      r.pointee.prev = nil
-      r.pointee.inPartialList = 0
-      SmallRuns.push(central, r)
-      if SmallRuns.isSpareEmpty(central, r) { SmallRuns.detachEmpty(central, r, &emptied) }
+      var kept: UInt = 0
+      block = UInt(bitPattern: r.pointee.prev)
+      while block != 0 {
+        let next = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
+        let i = UInt((UInt64(block &- start) &* ClassTable.magic(c)) &>> 40)
+        if SmallRuns.pagesOf(block: i, size: size) & released.pointee == 0 {
+          UnsafeMutableRawPointer(bitPattern: block)!.storeBytes(of: kept, as: UInt.self)
+          kept = block
+        }
+        block = next
+      }
+      r.pointee.prev = UnsafeMutablePointer(bitPattern: kept)
+      return purged
     }
-    h.pointee.purgedBytesTotal &+= purged
-    arena_lock_release(&central.pointee.lock)
-    SmallRuns.releaseDetached(h, emptied)
-    return purged
   }
 }

@@ -10,11 +10,14 @@
 //   vm.overcommit_memory=2, where the commit charge is what runs out) are decommitted: the charge
 //   is given back and the PROT_NONE ranges merge again.
 // - Hot reserve. Up to `hot_reserve_kb` (default 4 MiB) of dirty free runs per reservation are
-//   never purged, so a program that frees and reallocates in cycles does not fault every cycle.
+//   not purged, so a program that frees and reallocates in cycles does not fault every cycle. A
+//   reserve run nobody has reused for `decommit_ms` (at least 5 s) is not hot: it is purged too.
+// - Metadata. Purging or decommitting a free run also purges the page-map and run-descriptor
+//   pages that only its interior pages use (12 MiB of descriptors per GiB of heap).
 // - Empty runs. Each size class keeps an empty run for reuse; a class with no frees for the decay
 //   time gives it back, since it would pin its granule's commit charge.
 // - Partly used runs. A size class that has had no frees for the decay time also gives back the
-//   pages of free blocks inside its partly used runs (classes of 8 KiB and more; see Release.swift).
+//   pages only free blocks touch inside its partly used runs (see Release.swift).
 //   Blocks parked in thread caches are handed back when their thread exits or calls malloc_trim;
 //   the caches are small (at most 32 KiB per class and thread), and an idle thread's cache cannot
 //   be touched safely from another thread without an atomic operation on the fast path.
@@ -58,6 +61,9 @@ enum Scavenger {
     arena_set_errno(saved)
   }
 
+  /// The shortest time after which an unused hot reserve is purged.
+  @inline(__always) static var reserveExpiryNs: UInt { 5_000_000_000 }
+
   /// One pass over the default heap with the given clock readings; returns what it released.
   static func pass(_ h: HeapPointer, now: UInt, cpuDeadline: UInt64) -> Release.Outcome {
     let o = options
@@ -69,7 +75,13 @@ enum Scavenger {
     policy.lazy = o.lazy_free != 0
     Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
-    var c = Release.firstBlockPurgeClass
+    var stale = policy
+    stale.purgeBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
+    stale.decommitBefore = 0
+    stale.keepDirtyBytes = 0
+    let expired = Release.releaseFree(h, stale)
+    outcome.purgedBytes &+= expired.purgedBytes
+    var c = 1
     while c <= SizeClass.count && !Release.overBudget(policy) {
       outcome.purgedBytes &+= Release.purgeFreeBlocks(h, c, quietBefore: policy.purgeBefore, policy: policy)
       c &+= 1

@@ -7,6 +7,16 @@
 // cleared. Freeing a block whose word 1 already holds its tag is a double free. Blocks are carved
 // lazily from a run's untouched tail, so a new run costs no page faults until it is used.
 //
+// Released pages. The scavenger gives back the pages of a partly used run that only free blocks
+// touch (Release.purgeFreeBlocks). The free blocks touching such a page leave the free list, whose
+// links would otherwise pin it. A run's released pages are a bit mask (runs have 4 to 64 pages)
+// kept in the descriptor of the run's second page, which small runs do not otherwise use, and
+// their page-map entries carry `releasedFlag`: a free of a pointer in a released page leaves the
+// fast path and is diagnosed as the double free it must be. A released block whose first page is
+// not released keeps its tag there, so the fast path catches its double free as usual. When a run
+// has no free list left, taking from it unreleases its lowest released page: the blocks that no
+// other released page holds go back on the list.
+//
 // A run whose blocks have all come back is returned to the page heap (dirty), unless it is the
 // only run on its class's partial list: that one is kept so that a class which allocates and
 // frees one block at a time does not create and destroy a run each time.
@@ -45,9 +55,12 @@ enum SmallRuns {
       while list.count < count && d.pointee.freeList != 0 {
         let block = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)!
         d.pointee.freeList = block.load(as: UInt.self)
-        if c >= Release.firstBlockPurgeClass { block.storeBytes(of: 0, toByteOffset: 16, as: UInt.self) }
         append(&list, block)
         d.pointee.liveCount &+= 1
+      }
+      if list.count < count && d.pointee.freeList == 0 && releasedPages(d).pointee != 0 {
+        unreleaseLowest(h, d, size: size, secret: secret)
+        continue
       }
       while list.count < count && d.pointee.carvedCount < capacity {
         let address = d.pointee.start &+ UInt(d.pointee.carvedCount) &* size
@@ -57,12 +70,65 @@ enum SmallRuns {
         d.pointee.carvedCount &+= 1
         d.pointee.liveCount &+= 1
       }
-      if d.pointee.freeList == 0 && d.pointee.carvedCount == capacity { remove(central, d) }
+      if d.pointee.freeList == 0 && d.pointee.carvedCount == capacity && releasedPages(d).pointee == 0 { remove(central, d) }
     }
     central.pointee.blocksOut &+= list.count
     arena_lock_release(&central.pointee.lock)
     list.tail?.storeBytes(of: 0, as: UInt.self)
     return list
+  }
+
+  // MARK: Released pages
+
+  /// Marks a released page's page-map entry (above every class tag, so not a small-class tag).
+  @inline(__always) static var releasedFlag: UInt32 { 0x80 }
+
+  /// The released-page mask of a small run (bit i: page i of the run).
+  @inline(__always)
+  static func releasedPages(_ d: DescriptorPointer) -> UnsafeMutablePointer<UInt> {
+    (UnsafeMutableRawPointer(d + 1) + Offer.freeListOffset).assumingMemoryBound(to: UInt.self)
+  }
+
+  /// The free-list head a small run had when the scavenger last looked at it (Release.swift).
+  @inline(__always)
+  static func scannedHead(_ d: DescriptorPointer) -> UnsafeMutablePointer<UInt> {
+    (UnsafeMutableRawPointer(d + 1) + Offer.startOffset).assumingMemoryBound(to: UInt.self)
+  }
+
+  /// The mask of pages [first, end) of a run.
+  @inline(__always) static func pageBits(_ first: UInt, _ end: UInt) -> UInt { lowBits(end) & ~lowBits(first) }
+  @inline(__always) static func lowBits(_ n: UInt) -> UInt { n >= UInt(UInt.bitWidth) ? UInt.max : (1 &<< n) &- 1 }
+
+  /// The pages block `index` of `size` bytes touches, as a mask.
+  @inline(__always)
+  static func pagesOf(block index: UInt, size: UInt) -> UInt {
+    let shift = UInt(Layout.pageShift)
+    return pageBits((index &* size) &>> shift, (((index &+ 1) &* size &- 1) &>> shift) &+ 1)
+  }
+
+  /// Unreleases the lowest released page of run `d` (class lock held): the blocks it held that
+  /// touch no other released page go back on the run's free list, tagged as free blocks.
+  static func unreleaseLowest(_ h: HeapPointer, _ d: DescriptorPointer, size: UInt, secret: UInt) {
+    let mask = releasedPages(d)
+    let page = UInt(mask.pointee.trailingZeroBitCount)
+    mask.pointee &= mask.pointee &- 1
+    if let r = h.reservation(containing: d.pointee.start) {
+      r.pointee.pageMap[r.pageIndex(d.pointee.start) &+ Int(page)] &= ~releasedFlag
+    }
+    let low = page &<< UInt(Layout.pageShift)
+    let high = low &+ UInt(Layout.pageSize)
+    let carved = UInt(d.pointee.carvedCount)
+    var index = low / size
+    while index < carved && index &* size < high {
+      if pagesOf(block: index, size: size) & mask.pointee == 0 {
+        let address = d.pointee.start &+ index &* size
+        let block = UnsafeMutableRawPointer(bitPattern: address)!
+        block.storeBytes(of: d.pointee.freeList, as: UInt.self)
+        block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+        d.pointee.freeList = address
+      }
+      index &+= 1
+    }
   }
 
   @inline(__always)
@@ -93,7 +159,7 @@ enum SmallRuns {
       d.pointee.freeList = address
       d.pointee.liveCount &-= 1
       if d.pointee.inPartialList == 2 { continue }  // the scavenger has it; it puts it back
-      if d.pointee.inPartialList == 0 { push(central, d) }
+      if d.pointee.inPartialList == 0 { pushDroppingSpare(central, d, &emptied) }
       if isSpareEmpty(central, d) { detachEmpty(central, d, &emptied) }
     }
     central.pointee.blocksOut &-= count
@@ -115,6 +181,8 @@ enum SmallRuns {
     d.pointee.liveCount = 0
     d.pointee.carvedCount = 0
     d.pointee.inPartialList = 0
+    releasedPages(d).pointee = 0
+    scannedHead(d).pointee = 0
     let start = r.pageIndex(d.pointee.start)
     let entry = UInt32(truncatingIfNeeded: start &<< 8) | UInt32(c &+ 1)
     var page = 0
@@ -157,6 +225,18 @@ enum SmallRuns {
     central.pointee.runCount &-= 1
     d.pointee.next = emptied
     emptied = d
+  }
+
+  /// Pushes `d` on its class's partial list. A kept empty run (the list's only run) is no longer
+  /// needed once another run has free blocks: it goes onto `emptied`. So a class keeps at most one
+  /// empty run, and only as its only partial run. Class lock held.
+  @inline(__always)
+  static func pushDroppingSpare(_ central: UnsafeMutablePointer<ClassCentral>, _ d: DescriptorPointer,
+                                _ emptied: inout DescriptorPointer?) {
+    if let spare = central.pointee.partial, spare.pointee.next == nil, spare.pointee.liveCount == 0 {
+      detachEmpty(central, spare, &emptied)
+    }
+    push(central, d)
   }
 
   /// Gives runs detached with `detachEmpty` back to the page heap (no class lock held).

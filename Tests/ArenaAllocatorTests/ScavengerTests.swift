@@ -113,21 +113,53 @@ func spike(total: Int) -> [UnsafeMutableRawPointer] {
     }
   }
 
-  @Test func scavengeReleasesFreeBlocksOfPartlyUsedRuns() {
+  /// Allocates `count` blocks of `size` bytes on `arena`, fills them, frees all but every
+  /// `keepEvery`-th, and returns the survivors.
+  static func sparseRuns(_ arena: Arena, size: Int, count: Int, keepEvery: Int) -> [UnsafeMutableRawPointer] {
+    var blocks: [UnsafeMutableRawPointer] = []
+    for _ in 0..<count { let p = arena.allocate(byteCount: size)!; memset(p, 1, size); blocks.append(p) }
+    for (i, p) in blocks.enumerated() where i % keepEvery != 0 { arena.deallocate(p) }
+    return blocks.enumerated().filter { $0.offset % keepEvery == 0 }.map(\.element)
+  }
+
+  @Test(arguments: [(200, 200), (16_000, 8), (4096, 5)])
+  func scavengeReleasesPagesOnlyFreeBlocksTouch(size: Int, keepEvery: Int) {
     let arena = Arena(reserving: 256 << 20)!
     defer { arena.destroy() }
-    var blocks: [UnsafeMutableRawPointer] = []
-    for _ in 0..<2000 { let p = arena.allocate(byteCount: 16_000)!; memset(p, 1, 16_000); blocks.append(p) }
-    // Keep one block in eight: no run becomes empty, but most pages are free.
-    for (i, p) in blocks.enumerated() where i % 8 != 0 { arena.deallocate(p) }
+    let count = (48 << 20) / size
+    let survivors = Self.sparseRuns(arena, size: size, count: count, keepEvery: keepEvery)
+    // Blocks in use pin their pages; every other page of a partly used run goes back.
+    let freeBytes = (count - survivors.count) * size
     let released = arena.scavenge()
-    #expect(released.purgedBytes > 16_000 * 1500 / 2, "purged only \(released.purgedBytes)")
-    for (i, p) in blocks.enumerated() where i % 8 == 0 {
-      #expect(p.load(fromByteOffset: 15_999, as: UInt8.self) == 1)
-      arena.deallocate(p)
+    #expect(released.purgedBytes > freeBytes / 2, "purged only \(released.purgedBytes) of \(freeBytes) free bytes")
+    #expect(arena.scavenge().purgedBytes == 0, "a second scavenge has nothing left to release")
+    for p in survivors { #expect(p.load(fromByteOffset: size - 1, as: UInt8.self) == 1) }
+    // Released blocks come back as usable blocks, once each.
+    var again = Set<UInt>()
+    for _ in 0..<(count - survivors.count) {
+      let p = arena.allocate(byteCount: size)!
+      memset(p, 2, size)
+      again.insert(UInt(bitPattern: p))
     }
-    // Purged blocks are reusable.
-    for _ in 0..<2000 { let p = arena.allocate(byteCount: 16_000)!; memset(p, 2, 16_000); arena.deallocate(p) }
+    #expect(again.count == count - survivors.count)
+    #expect(again.isDisjoint(with: survivors.map { UInt(bitPattern: $0) }))
+    for p in survivors { #expect(p.load(fromByteOffset: size - 1, as: UInt8.self) == 1) }
+    for a in again { arena.deallocate(UnsafeMutableRawPointer(bitPattern: a)!) }
+    for p in survivors { arena.deallocate(p) }
+  }
+
+  @Test func doubleFreeOfAReleasedBlockIsDiagnosed() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let arena = Arena(reserving: 64 << 20)!
+      var blocks: [UnsafeMutableRawPointer] = []
+      for _ in 0..<4096 { blocks.append(arena.allocate(byteCount: 256)!) }
+      // Runs of 256 B blocks have 4 pages and 64 blocks: keep the first of each run.
+      for (i, p) in blocks.enumerated() where i % 64 != 0 { arena.deallocate(p) }
+      _ = arena.scavenge()
+      arena.deallocate(blocks[2048 + 40])  // its page went back to the kernel
+    }
+    let line = BadInputTests.diagnosis(result)
+    #expect(line.contains("double free"), "\(line)")
   }
 
   @Test func optionsAreParsedFromTheEnvironment() async {
