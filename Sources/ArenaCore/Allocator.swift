@@ -90,7 +90,7 @@ enum Allocator {
       let c = tag &- 1
       let size = UInt(SizeClass.size(ofClass: c))
       let offset = a &- r.address(ofPage: Int(entry &>> 8))
-      let index = UInt((UInt64(offset) &* ClassTable.magic(c)) &>> 40)
+      let index = ClassTable.blockIndex(offset: offset, c)
       if index &* size != offset { fatalSmall(operation, "pointer is inside a block, not at its start:", p, c) }
       if p.load(fromByteOffset: 8, as: UInt.self) == SmallRuns.tag(p) {
         fatalSmall(operation, "double free (block is already free):", p, c)

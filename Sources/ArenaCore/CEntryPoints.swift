@@ -38,7 +38,7 @@ public func arenaFree(_ p: UnsafeMutableRawPointer?) {
     if UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) {
       let c = tag &- 1
       let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
-      let index = UInt((UInt64(inRun) &* ClassTable.magic(c)) &>> 40)
+      let index = ClassTable.blockIndex(offset: inRun, c)
       let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
       if index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp {
         let bin = tc.bin(c)

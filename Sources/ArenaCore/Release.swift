@@ -333,7 +333,7 @@ enum Release {
       let w = UInt(UInt.bitWidth)
       var block = UInt(bitPattern: r.pointee.prev)
       while block != 0 {
-        let index = UInt((UInt64(block &- start) &* ClassTable.magic(c)) &>> 40)
+        let index = ClassTable.blockIndex(offset: block &- start, c)
         free[Int(index / w)] |= 1 &<< (index % w)
         block = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
       }
@@ -383,7 +383,7 @@ enum Release {
       block = UInt(bitPattern: r.pointee.prev)
       while block != 0 {
         let next = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
-        let i = UInt((UInt64(block &- start) &* ClassTable.magic(c)) &>> 40)
+        let i = ClassTable.blockIndex(offset: block &- start, c)
         if SmallRuns.pagesOf(block: i, size: size) & released.pointee == 0 {
           UnsafeMutableRawPointer(bitPattern: block)!.storeBytes(of: kept, as: UInt.self)
           kept = block

@@ -88,6 +88,10 @@ enum SizeClass {
 /// Read access to the per-class tables in C static storage.
 enum ClassTable {
   @inline(__always) static func magic(_ c: Int) -> UInt64 { arena_class_magic_table()[c] }
+  /// The index of the class-`c` block that holds byte `offset` of its run (a multiply, no divide).
+  @inline(__always) static func blockIndex(offset: UInt, _ c: Int) -> UInt {
+    UInt((UInt64(offset) &* magic(c)) &>> 40)
+  }
   @inline(__always) static func runPages(_ c: Int) -> Int { Int(arena_class_run_pages_table()[c]) }
   @inline(__always) static func cacheLimit(_ c: Int) -> UInt32 { arena_class_cache_limit_table()[c] }
 }
