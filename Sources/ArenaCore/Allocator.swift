@@ -85,7 +85,7 @@ enum Allocator {
     }
     let page = r.pageIndex(a)
     let entry = r.pointee.pageMap[page]
-    let tag = Int(entry & 0x7F)  // without SmallRuns.releasedFlag
+    let tag = SmallRuns.tag(ofEntry: entry)
     if tag >= 2 {
       let c = tag &- 1
       let size = UInt(SizeClass.size(ofClass: c))

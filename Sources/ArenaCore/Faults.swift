@@ -49,7 +49,7 @@ func describeFault(_ address: UInt, _ buffer: UnsafeMutablePointer<CChar>, _ cap
       var entry = r.pointee.pageMap[p]
       var steps = 0
       while entry == 0 && p > 0 && steps < 65536 { p &-= 1; entry = r.pointee.pageMap[p]; steps &+= 1 }
-      let tag = Int(entry & 0x7F)
+      let tag = SmallRuns.tag(ofEntry: entry)
       if tag >= 2 {
         let start = Int(entry &>> 8)
         if page &- start >= ClassTable.runPages(tag &- 1) {

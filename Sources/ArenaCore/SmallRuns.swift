@@ -83,6 +83,9 @@ enum SmallRuns {
   /// Marks a released page's page-map entry (above every class tag, so not a small-class tag).
   @inline(__always) static var releasedFlag: UInt32 { 0x80 }
 
+  /// The tag byte of page-map entry `e` without `releasedFlag` (0 none, 1 boundary, c+1 small).
+  @inline(__always) static func tag(ofEntry e: UInt32) -> Int { Int(e & 0xFF & ~releasedFlag) }
+
   /// The released-page mask of a small run (bit i: page i of the run).
   @inline(__always)
   static func releasedPages(_ d: DescriptorPointer) -> UnsafeMutablePointer<UInt> {
