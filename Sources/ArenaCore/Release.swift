@@ -26,8 +26,10 @@ enum Release {
     var purgeBefore: UInt = UInt.max
     /// Decommit whole granules of runs freed before this time; UInt.max: all, 0: none.
     var decommitBefore: UInt = UInt.max
-    /// Dirty free bytes per reservation left alone (the hot reserve).
+    /// Dirty free bytes per reservation left alone (the hot reserve)...
     var keepDirtyBytes: Int = 0
+    /// ...unless freed before this time (ns since boot): a reserve nobody reuses is not hot.
+    var reserveExpiresBefore: UInt = 0
     /// Stop once the calling thread has used this much CPU (ns, thread clock); 0: no limit.
     var cpuDeadline: UInt64 = 0
     /// Purge with MADV_FREE instead of MADV_DONTNEED.
@@ -59,8 +61,12 @@ enum Release {
       var skipped = 0
       while !overBudget(policy) {
         arena_lock_acquire(&h.pointee.pageLock)
-        let keep = state == FreeState.dirty && (r.pointee.freePages.0 &<< Layout.pageShift) <= policy.keepDirtyBytes
-        guard !keep, let d = claimOne(r, state: state, policy: policy, skip: skipped) else {
+        // Within the hot reserve, only runs older than its expiry are purged.
+        var claim = policy
+        if state == FreeState.dirty && (r.pointee.freePages.0 &<< Layout.pageShift) <= policy.keepDirtyBytes {
+          claim.purgeBefore = min(policy.purgeBefore, policy.reserveExpiresBefore)
+        }
+        guard let d = claimOne(r, state: state, policy: claim, skip: skipped) else {
           arena_lock_release(&h.pointee.pageLock)
           break
         }

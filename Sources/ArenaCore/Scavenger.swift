@@ -71,16 +71,11 @@ enum Scavenger {
     policy.purgeBefore = now &- min(now, UInt(o.decay_ns))
     policy.decommitBefore = now &- min(now, UInt(o.decommit_ns))
     policy.keepDirtyBytes = Int(o.hot_reserve_bytes)
+    policy.reserveExpiresBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
     policy.cpuDeadline = cpuDeadline
     policy.lazy = o.lazy_free != 0
     Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
-    var stale = policy
-    stale.purgeBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
-    stale.decommitBefore = 0
-    stale.keepDirtyBytes = 0
-    let expired = Release.releaseFree(h, stale)
-    outcome.purgedBytes &+= expired.purgedBytes
     var c = 1
     while c <= SizeClass.count && !Release.overBudget(policy) {
       outcome.purgedBytes &+= Release.purgeFreeBlocks(h, c, quietBefore: policy.purgeBefore, policy: policy)
