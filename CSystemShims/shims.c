@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,7 +19,7 @@
 #include <unistd.h>
 
 arena_globals_t arena_globals;
-__thread void *arena_tls_thread_cache __attribute__((tls_model("initial-exec")));
+__thread arena_tls_t arena_tls __attribute__((tls_model("initial-exec")));
 
 // MARK: - Virtual memory
 
@@ -187,6 +188,23 @@ void arena_sys_sleep_ns(uint64_t ns) {
   int saved = errno;
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
   errno = saved;
+}
+
+int arena_sys_membarrier(void) {
+  // 0: not tried yet, 1: registered, 2: unavailable. Only the scavenger and malloc_trim call this.
+  static uint32_t state;
+  uint32_t now = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+  int saved = errno;
+  if (now == 0) {
+    long query = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    int ok = query >= 0 && (query & MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+      && syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    now = ok ? 1 : 2;
+    __atomic_store_n(&state, now, __ATOMIC_RELEASE);
+  }
+  int result = now == 1 && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -1;
+  errno = saved;
+  return result;
 }
 
 static void *thread_trampoline(void *body) {

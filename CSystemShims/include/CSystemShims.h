@@ -111,10 +111,45 @@ _Noreturn void arena_fatal_pointer_detail(const char *what, const void *_Nullabl
 
 // MARK: - Thread-locals (initial-exec: one %fs-relative load, no __tls_get_addr, no malloc)
 
-extern __thread void *_Nullable arena_tls_thread_cache __attribute__((tls_model("initial-exec")));
+/// A thread's allocator slot: `cache` is 0 (no cache yet), 1 (the thread is exiting), 2 (the cache
+/// is lent to the scavenger, which is emptying it: use the centrals) or the cache's address.
+/// `busy` counts the allocator calls of this thread that hold the cache (nested calls balance).
+/// The owner raises `busy` before it reads `cache`; the scavenger stores 2 into `cache`, issues
+/// membarrier(PRIVATE_EXPEDITED) (a full barrier on every running thread of the process) and then
+/// reads `busy`: either it sees the owner busy and gives the cache back at once, or the owner's
+/// next read of `cache` sees 2. The owner's fast path thus pays two plain stores and no fence.
+typedef struct {
+  void *_Nullable cache;
+  uintptr_t busy;
+} arena_tls_t;
 
-static inline void *_Nullable arena_tls_get(void) { return arena_tls_thread_cache; }
-static inline void arena_tls_set(void *_Nullable value) { arena_tls_thread_cache = value; }
+extern __thread arena_tls_t arena_tls __attribute__((tls_model("initial-exec")));
+
+static inline void *_Nullable arena_tls_get(void) { return __atomic_load_n(&arena_tls.cache, __ATOMIC_RELAXED); }
+static inline void arena_tls_set(void *_Nullable value) { __atomic_store_n(&arena_tls.cache, value, __ATOMIC_RELAXED); }
+/// Marks the calling thread as holding its cache, then reads the slot.
+static inline void *_Nullable arena_tls_enter(void) {
+  __atomic_store_n(&arena_tls.busy, __atomic_load_n(&arena_tls.busy, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);  // the compiler must not read the slot first
+  return __atomic_load_n(&arena_tls.cache, __ATOMIC_RELAXED);
+}
+/// Ends an `arena_tls_enter`: every write to the cache before it is visible to the scavenger.
+static inline void arena_tls_leave(void) {
+  __atomic_store_n(&arena_tls.busy, __atomic_load_n(&arena_tls.busy, __ATOMIC_RELAXED) - 1, __ATOMIC_RELEASE);
+}
+/// The calling thread's slot, for another thread to reach it (scavenger, fork child).
+static inline arena_tls_t *_Nonnull arena_tls_address(void) { return &arena_tls; }
+static inline void arena_tls_remote_set(arena_tls_t *_Nonnull slot, void *_Nullable value) {
+  __atomic_store_n(&slot->cache, value, __ATOMIC_RELEASE);
+}
+static inline uintptr_t arena_tls_remote_busy(const arena_tls_t *_Nonnull slot) {
+  return __atomic_load_n(&slot->busy, __ATOMIC_ACQUIRE);
+}
+
+/// Registers for and issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): returns 0 when every
+/// running thread of the process has passed a full memory barrier, -1 when the kernel offers no
+/// such barrier (then thread caches are never taken from their owners).
+int arena_sys_membarrier(void);
 
 /// Arranges for `hook(value)` to run when the calling thread exits (a pthread key destructor).
 /// The key is created once; pthread_setspecific may itself call calloc, so set the thread-local

@@ -169,6 +169,8 @@ public struct ArenaStatistics: Sendable {
   public var offeredBytes: Int
   public var reclaimedIntactBytes: Int
   public var discardedBytes: Int
+  /// Bytes of cached blocks the scavenger or `scavenge()` took back from other threads' caches.
+  public var threadCacheReclaimedBytes: Int
   /// Per size class, index 0 is class 1.
   public var sizeClasses: [SizeClass]
 
@@ -196,6 +198,7 @@ public struct ArenaStatistics: Sendable {
     offeredBytes = s.offeredBytes
     reclaimedIntactBytes = s.reclaimedIntactBytes
     discardedBytes = s.discardedBytes
+    threadCacheReclaimedBytes = s.cacheReclaimedBytes
     sizeClasses = classes
   }
 }

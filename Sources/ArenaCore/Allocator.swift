@@ -283,6 +283,7 @@ package struct HeapCounters {
   package var offeredBytes = 0
   package var reclaimedIntactBytes = 0
   package var discardedBytes = 0
+  package var cacheReclaimedBytes = 0
 }
 
 extension Allocator {
@@ -310,6 +311,7 @@ extension Allocator {
     s.offeredBytes = Int(arena_atomic_load64(&h.pointee.offeredBytes))
     s.reclaimedIntactBytes = Int(arena_atomic_load64(&h.pointee.reclaimedIntactBytes))
     s.discardedBytes = Int(arena_atomic_load64(&h.pointee.discardedBytes))
+    s.cacheReclaimedBytes = Int(arena_atomic_load64(&h.pointee.cacheReclaimedBytes))
     if h.pointee.isDefault {
       let g = arena_globals_pointer()
       s.scavengerCPUNanoseconds = Int(arena_atomic_load64(&g.pointee.scavenger_cpu_ns))
@@ -360,25 +362,34 @@ package enum HeapHandle {
   package static var pageSize: Int { Layout.pageSize }
   package static var granuleBytes: Int { Layout.granulePages &<< Layout.pageShift }
 
-  /// The thread cache to use for heap `raw` on this thread (default heap only).
+  /// The thread cache to use for heap `h` on this thread (default heap only), entered: pair with
+  /// `leave(h)`.
   @inline(__always) static func cache(_ h: HeapPointer) -> ThreadCachePointer? {
-    h.pointee.isDefault ? currentOrNewCache(h) : nil
+    h.pointee.isDefault ? ThreadCaches.enterOrCreate(h) : nil
+  }
+  @inline(__always) static func leave(_ h: HeapPointer) {
+    if h.pointee.isDefault { ThreadCaches.leave() }
   }
 
   package static func allocate(_ raw: UnsafeMutableRawPointer, size: Int, alignment: Int, zeroed: Bool) -> UnsafeMutableRawPointer? {
     guard size >= 0, size <= Int.max / 4 else { arena_set_errno(ENOMEM); return nil }
     guard alignment > 0, alignment & (alignment &- 1) == 0, alignment <= 1 << 40 else { arena_set_errno(EINVAL); return nil }
     let h = heap(raw)
-    return Allocator.allocate(h, size: size, alignment: max(alignment, Layout.minimumAlignment), cache: cache(h), zeroed: zeroed)
+    let p = Allocator.allocate(h, size: size, alignment: max(alignment, Layout.minimumAlignment), cache: cache(h), zeroed: zeroed)
+    leave(h)
+    return p
   }
   package static func deallocate(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) {
     let h = heap(raw)
     Allocator.deallocate(h, p, cache: cache(h))
+    leave(h)
   }
   package static func reallocate(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer, size: Int) -> UnsafeMutableRawPointer? {
     guard size >= 0, size <= Int.max / 4 else { arena_set_errno(ENOMEM); return nil }
     let h = heap(raw)
-    return Allocator.reallocate(h, p, size: max(size, 1), cache: cache(h))
+    let q = Allocator.reallocate(h, p, size: max(size, 1), cache: cache(h))
+    leave(h)
+    return q
   }
   package static func usableSize(_ raw: UnsafeMutableRawPointer, _ p: UnsafeMutableRawPointer) -> Int {
     Allocator.usableSize(heap(raw), p)
@@ -421,6 +432,7 @@ package enum HeapHandle {
   }
   /// Flushes the calling thread's cache back to the centrals (tests and trim).
   package static func flushCurrentThreadCache() {
-    if let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
+    if let tc = ThreadCaches.enter() { ThreadCaches.flushAll(tc) }
+    ThreadCaches.leave()
   }
 }

@@ -12,14 +12,18 @@ import CSystemShims
 /// malloc: `size` bytes, 16-byte aligned; NULL with ENOMEM when memory cannot be had.
 @c(arena_malloc)
 public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
-  if size <= UInt(Layout.smallLimit), let tc = ThreadCaches.current {
-    let bin = tc.bin(SizeClass.index(forSize: Int(size)))
-    if let p = bin.pointee.head {
-      bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
-      bin.pointee.count &-= 1
-      p.storeBytes(of: 0, toByteOffset: 8, as: UInt.self)
-      return p
+  if size <= UInt(Layout.smallLimit) {
+    if let tc = ThreadCaches.enter() {
+      let bin = tc.bin(SizeClass.index(forSize: Int(size)))
+      if let p = bin.pointee.head {
+        bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
+        bin.pointee.count &-= 1
+        ThreadCaches.leave()
+        p.storeBytes(of: 0, toByteOffset: 8, as: UInt.self)
+        return p
+      }
     }
+    ThreadCaches.leave()
   }
   return defaultAllocateSlow(size: size, alignment: UInt(Layout.minimumAlignment), zeroed: false)
 }
@@ -31,7 +35,7 @@ public func arenaFree(_ p: UnsafeMutableRawPointer?) {
   let g = arena_globals_pointer()
   let a = UInt(bitPattern: p)
   let offset = a &- g.pointee.primary_data_start
-  if offset < g.pointee.primary_data_end &- g.pointee.primary_data_start, let tc = ThreadCaches.current {
+  if offset < g.pointee.primary_data_end &- g.pointee.primary_data_start {
     let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
     let tag = Int(entry & 0xFF)
     // A small class's tag (2...count+1); released pages (SmallRuns.releasedFlag) take the slow path.
@@ -41,13 +45,17 @@ public func arenaFree(_ p: UnsafeMutableRawPointer?) {
       let index = ClassTable.blockIndex(offset: inRun, c)
       let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
       if index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp {
-        let bin = tc.bin(c)
-        p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
-        p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
-        bin.pointee.head = p
-        bin.pointee.count &+= 1
-        if bin.pointee.count > bin.pointee.limit { ThreadCaches.flush(tc, c, keep: Int(bin.pointee.limit / 2)) }
-        return
+        if let tc = ThreadCaches.enter() {
+          let bin = tc.bin(c)
+          p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
+          p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
+          bin.pointee.head = p
+          bin.pointee.count &+= 1
+          if bin.pointee.count > bin.pointee.limit { return ThreadCaches.flushOverfullAndLeave(tc, c) }
+          ThreadCaches.leave()
+          return
+        }
+        ThreadCaches.leave()
       }
     }
   }
@@ -69,7 +77,9 @@ public func arenaRealloc(_ p: UnsafeMutableRawPointer?, _ size: UInt) -> UnsafeM
   guard let p else { return arenaMalloc(size) }
   if size == 0 { arenaFree(p); return nil }
   guard size <= UInt(Int.max / 2), let h = Heaps.defaultHeap else { arena_set_errno(ENOMEM); return nil }
-  return Allocator.reallocate(h, p, size: Int(size), cache: currentOrNewCache(h))
+  let q = Allocator.reallocate(h, p, size: Int(size), cache: ThreadCaches.enterOrCreate(h))
+  ThreadCaches.leave()
+  return q
 }
 
 /// An aligned allocation: `alignment` must be a power of two (EINVAL otherwise).
@@ -89,20 +99,15 @@ public func arenaUsableSize(_ p: UnsafeMutableRawPointer?) -> UInt {
   return UInt(Allocator.usableSize(h, p))
 }
 
-/// The calling thread's cache, created on its first allocator call (nil while the thread exits).
-@inline(__always)
-func currentOrNewCache(_ h: HeapPointer) -> ThreadCachePointer? {
-  if let tc = ThreadCaches.current { return tc }
-  return arena_tls_get() == nil ? ThreadCaches.createCurrent(h) : nil
-}
-
 @inline(never)
 func defaultAllocateSlow(size: UInt, alignment: UInt, zeroed: Bool) -> UnsafeMutableRawPointer? {
   guard size <= UInt(Int.max / 4), alignment <= UInt(1 << 40), let h = Heaps.defaultHeap else {
     arena_set_errno(ENOMEM)
     return nil
   }
-  return Allocator.allocate(h, size: Int(size), alignment: Int(alignment), cache: currentOrNewCache(h), zeroed: zeroed)
+  let p = Allocator.allocate(h, size: Int(size), alignment: Int(alignment), cache: ThreadCaches.enterOrCreate(h), zeroed: zeroed)
+  ThreadCaches.leave()
+  return p
 }
 
 @inline(never)
@@ -111,7 +116,8 @@ func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
     Allocator.fatal("free():", "pointer was not allocated by this allocator:", p)
   }
   let saved = arena_get_errno()
-  Allocator.deallocate(h, p, cache: currentOrNewCache(h))
+  Allocator.deallocate(h, p, cache: ThreadCaches.enterOrCreate(h))
+  ThreadCaches.leave()
   arena_set_errno(saved)
 }
 
@@ -129,7 +135,8 @@ public func arenaTrim() -> Int32 {
 /// Fills `out[0..<count]` with the default heap's counters, in this order: reserved, committed,
 /// metadata, live, small live, large live, large count, huge live, huge count, cached, free dirty,
 /// free clean, free decommitted, purged total, decommitted total, reservations, commit calls,
-/// scavenger CPU ns, scavenger passes, offered, reclaimed intact, discarded.
+/// scavenger CPU ns, scavenger passes, offered, reclaimed intact, discarded, taken back from idle
+/// thread caches.
 /// Returns how many were written.
 @c(arena_statistics)
 public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) -> Int {
@@ -145,7 +152,7 @@ public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) 
                 s.freeDirtyBytes, s.freeCleanBytes, s.freeDecommittedBytes, s.purgedBytesTotal,
                 s.decommittedBytesTotal, s.reservationCount, s.commitCalls,
                 s.scavengerCPUNanoseconds, s.scavengerPasses, s.offeredBytes, s.reclaimedIntactBytes,
-                s.discardedBytes)
+                s.discardedBytes, s.cacheReclaimedBytes)
   return withUnsafeBytes(of: values) { raw in
     let n = min(count, raw.count / 8)
     var i = 0

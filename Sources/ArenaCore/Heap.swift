@@ -32,6 +32,7 @@ struct HeapHeader {
   var offeredBytes: UInt64           // atomic: currently offered
   var reclaimedIntactBytes: UInt64   // atomic: total
   var discardedBytes: UInt64         // atomic: total
+  var cacheReclaimedBytes: UInt64    // atomic: total taken back from idle thread caches
 
   @inline(__always) static var headerOffset: Int { 4096 }
   @inline(__always) static var centralsOffset: Int { 5120 }
@@ -100,7 +101,8 @@ enum Heaps {
       isDefault: isDefault, reservationSize: size, firstReservation: r, lastReservation: r,
       threadCaches: nil, lastError: 0, commitCalls: 0, largeLiveBytes: 0, largeLiveCount: 0,
       hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity,
-      purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0))
+      purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0,
+      cacheReclaimedBytes: 0))
     r.pointee.heap = UnsafeMutableRawPointer(h)
     Faults.install()
     return h

@@ -209,10 +209,14 @@ enum Release {
     return released
   }
 
-  /// malloc_trim and Arena.scavenge(): flushes the calling thread's cache (default heap) and
-  /// releases all free memory now, including the free blocks of partly used runs.
+  /// malloc_trim and Arena.scavenge(): empties the calling thread's cache and every other thread's
+  /// cache not in use at this moment (default heap), and releases all free memory now, including the free blocks of partly used runs.
   static func trim(_ h: HeapPointer) -> Outcome {
-    if h.pointee.isDefault, let tc = ThreadCaches.current { ThreadCaches.flushAll(tc) }
+    if h.pointee.isDefault {
+      if let tc = ThreadCaches.enter() { ThreadCaches.flushAll(tc) }
+      ThreadCaches.leave()
+      _ = ThreadCaches.reclaimIdle(h, quietBefore: UInt.max, now: UInt(arena_sys_now_ns()))
+    }
     releaseEmptyRuns(h, quietBefore: UInt.max)
     var outcome = releaseFree(h, .everything)
     var c = 1

@@ -18,9 +18,9 @@
 //   time gives it back, since it would pin its granule's commit charge.
 // - Partly used runs. A size class that has had no frees for the decay time also gives back the
 //   pages only free blocks touch inside its partly used runs (see Release.swift).
-//   Blocks parked in thread caches are handed back when their thread exits or calls malloc_trim;
-//   the caches are small (at most 32 KiB per class and thread), and an idle thread's cache cannot
-//   be touched safely from another thread without an atomic operation on the fast path.
+// - Thread caches. A thread that has not refilled or flushed its cache for the decay time has its
+//   cached blocks taken back (ThreadCache.swift: one membarrier per pass, no atomic operation on
+//   the owner's fast path), so the runs they came from can empty and be released in turn.
 // - Pacing. The thread wakes every decay/4 (between 20 and 250 ms). Each pass is bounded by a
 //   CPU budget: a token bucket filled at 5% of a core (50 ms per second of wall time) holding at
 //   most 250 ms, so a burst of freed memory (1 GiB after a spike) is released within about a
@@ -30,7 +30,8 @@
 //   runs are claimed under the lock, released outside it and inserted back (Release.swift).
 //
 // It is a pthread (not Swift concurrency: it must work inside the preload library), started on
-// the first release of memory to the default heap, with every signal blocked. ARENA_OPTIONS
+// the first release of memory to the default heap, the first overflow of a thread cache or the
+// creation of a second thread's cache, with every signal blocked. ARENA_OPTIONS
 // controls it: `decay_ms:N,decommit_ms:N,hot_reserve_kb:N,scavenger:off,purge:free`.
 // Private arenas are not scavenged in the background: `Arena.scavenge()` releases theirs.
 import CSystemShims
@@ -74,6 +75,7 @@ enum Scavenger {
     policy.reserveExpiresBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
     policy.cpuDeadline = cpuDeadline
     policy.lazy = o.lazy_free != 0
+    _ = ThreadCaches.reclaimIdle(h, quietBefore: policy.purgeBefore, now: now)
     Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
     var c = 1

@@ -5,9 +5,17 @@
 // way. A block freed by another thread simply joins the freeing thread's cache (a remote free costs
 // the same as a local one); the batch flush returns it to its run.
 //
-// The initial-exec thread-local `arena_tls_thread_cache` holds 0 (no cache yet), 1 (the thread is
-// exiting: use the centrals directly) or the cache's address. The cache itself is a block of the
-// default heap, so any number of threads costs no static storage; thread exit gives it back.
+// The initial-exec thread-local `arena_tls` (CSystemShims.h) holds the cache's address (or 0 before
+// the first call, 1 while the thread exits, 2 while the cache is lent) and a busy count that the
+// owner raises around every use of its cache. The cache itself is a block of the default heap, so
+// any number of threads costs no static storage; thread exit gives it back.
+//
+// Idle caches. A thread that stops calling the allocator would keep its cached blocks (up to
+// 32 KiB per class) forever. The scavenger (and malloc_trim) takes them back: a cache whose owner
+// has not refilled or flushed for the decay time is lent to the scavenger (its slot is set to 2,
+// a process-wide membarrier separates that store from the owner's next read, and the owner's busy
+// count shows whether it was in the middle of a call), emptied into the centrals and handed back.
+// While lent, the owner allocates from the centrals directly; it never waits for the scavenger.
 import CSystemShims
 
 typealias ThreadCachePointer = UnsafeMutablePointer<ThreadCache>
@@ -24,10 +32,22 @@ struct ThreadCache {
   var heap: HeapPointer
   var next: ThreadCachePointer?
   var prev: ThreadCachePointer?
-  var pad: Int
+  /// The owner's thread-local slot (stealers and the fork child reach it through this).
+  var slot: UnsafeMutablePointer<arena_tls_t>
+  /// Refills and flushes so far (owner only): unchanged for the decay time means idle.
+  var events: UInt32
+  /// Scavenger's bookkeeping (cache lock): `events` at its last look, and when that changed.
+  var seenEvents: UInt32
+  var quietSince: UInt
+  /// Set while the scavenger empties the cache (cache lock); the next lent cache of its batch.
+  var lent: UInt32
+  var pad: UInt32
+  var nextLent: ThreadCachePointer?
 
-  @inline(__always) static var binsOffset: Int { 32 }
+  @inline(__always) static var binsOffset: Int { 64 }
   @inline(__always) static var byteCount: Int { binsOffset &+ (SizeClass.count &+ 1) &* MemoryLayout<CacheBin>.stride }
+  /// The slot value of a lent cache.
+  @inline(__always) static var lentMark: UInt { 2 }
 }
 
 extension UnsafeMutablePointer where Pointee == ThreadCache {
@@ -37,30 +57,45 @@ extension UnsafeMutablePointer where Pointee == ThreadCache {
 }
 
 enum ThreadCaches {
-  /// The calling thread's cache, or nil when it has none and cannot have one (exiting thread).
+  /// Marks the calling thread busy and returns its cache, or nil when it has none or its cache is
+  /// lent. Every `enter` is matched by a `leave` once the cache is no longer used.
   @inline(__always)
-  static var current: ThreadCachePointer? {
-    let raw = arena_tls_get()
-    if UInt(bitPattern: raw) > 1 { return raw?.assumingMemoryBound(to: ThreadCache.self) }
+  static func enter() -> ThreadCachePointer? {
+    let raw = arena_tls_enter()
+    if UInt(bitPattern: raw) > ThreadCache.lentMark { return raw?.assumingMemoryBound(to: ThreadCache.self) }
     return nil
   }
 
+  @inline(__always) static func leave() { arena_tls_leave() }
+
+  /// The calling thread's cache (entering it), created on the thread's first allocator call; nil
+  /// while the thread exits, while the cache is lent, or when memory is exhausted.
+  @inline(__always)
+  static func enterOrCreate(_ h: HeapPointer) -> ThreadCachePointer? {
+    if let tc = enter() { return tc }
+    return arena_tls_get() == nil ? createCurrent(h) : nil
+  }
+
   /// Creates the calling thread's cache (first allocator call of a thread), or nil if the thread is
-  /// exiting or memory is exhausted.
+  /// exiting or memory is exhausted. The caller has entered (busy), so no stealer takes the new
+  /// cache while it is handed back.
+  @inline(never)
   static func createCurrent(_ h: HeapPointer) -> ThreadCachePointer? {
-    guard arena_tls_get() == nil else { return current }
+    guard arena_tls_get() == nil else { return nil }
     let c = SizeClass.index(forSize: ThreadCache.byteCount)
     let list = SmallRuns.take(h, c, count: 1)
     guard let block = list.head else { return nil }
     block.initializeMemory(as: UInt8.self, repeating: 0, count: ThreadCache.byteCount)
     let tc = block.assumingMemoryBound(to: ThreadCache.self)
     tc.pointee.heap = h
+    tc.pointee.slot = arena_tls_address()
     var k = 1
     while k <= SizeClass.count {
       tc.bin(k).pointee.limit = ClassTable.cacheLimit(k)
       k &+= 1
     }
     arena_lock_acquire(&h.pointee.cacheLock)
+    let multiThreaded = h.pointee.threadCaches != nil
     tc.pointee.next = h.pointee.threadCaches
     h.pointee.threadCaches?.pointee.prev = tc
     h.pointee.threadCaches = tc
@@ -70,6 +105,8 @@ enum ThreadCaches {
     _ = arena_thread_exit_register(threadExit, block)
     arena_atfork_install(forkPrepare, forkParent, forkChild)
     _ = arena_thread_alt_stack()  // so a fault on this thread's stack can still be diagnosed
+    // A second thread's cache: caches can now sit idle while others work, so the scavenger runs.
+    if multiThreaded { Scavenger.ensureStarted() }
     return tc
   }
 
@@ -77,6 +114,7 @@ enum ThreadCaches {
   static func refill(_ tc: ThreadCachePointer, _ c: Int) -> UnsafeMutableRawPointer? {
     let bin = tc.bin(c)
     let want = max(1, Int(bin.pointee.limit) / 2)
+    tc.pointee.events &+= 1
     let list = SmallRuns.take(tc.pointee.heap, c, count: want)
     guard let block = list.head else { return nil }
     bin.pointee.head = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
@@ -90,6 +128,7 @@ enum ThreadCaches {
     let bin = tc.bin(c)
     var count = Int(bin.pointee.count)
     guard count > keep else { return }
+    tc.pointee.events &+= 1
     // Keep the first `keep` blocks (most recently freed: hot in cache), return the rest.
     var cut = bin.pointee.head
     var kept = 1
@@ -108,6 +147,15 @@ enum ThreadCaches {
     count &-= keep
     bin.pointee.count = UInt32(keep)
     SmallRuns.give(tc.pointee.heap, c, first, count: count)
+  }
+
+  /// free()'s overflow path: gives back the older half of an overfull bin, then leaves the cache
+  /// (a separate function, so the fast path needs no stack frame).
+  @inline(never)
+  static func flushOverfullAndLeave(_ tc: ThreadCachePointer, _ c: Int) {
+    flush(tc, c, keep: Int(tc.bin(c).pointee.limit / 2))
+    leave()
+    Scavenger.ensureStarted()  // memory flows back: from now on idle caches are watched
   }
 
   /// Empties every bin of a cache into the centrals.
@@ -131,23 +179,115 @@ enum ThreadCaches {
     arena_lock_release(&h.pointee.cacheLock)
     return total
   }
+
+  /// Bytes held by a cache (racy when another thread owns it: a heuristic).
+  static func cachedBytes(_ tc: ThreadCachePointer) -> Int {
+    var bytes = 0
+    var c = 1
+    while c <= SizeClass.count {
+      bytes &+= Int(tc.bin(c).pointee.count) &* SizeClass.size(ofClass: c)
+      c &+= 1
+    }
+    return bytes
+  }
+
+  /// Takes back the blocks of other threads' caches whose owners have not refilled or flushed
+  /// since `quietBefore` (everything not in use, with `UInt.max`). Returns the bytes returned to
+  /// the centrals. Called by the scavenger and by malloc_trim, never with a lock held.
+  static func reclaimIdle(_ h: HeapPointer, quietBefore: UInt, now: UInt) -> Int {
+    let own = arena_tls_address()
+    var batch: ThreadCachePointer? = nil
+    arena_lock_acquire(&h.pointee.cacheLock)
+    var t = h.pointee.threadCaches
+    while let tc = t {
+      t = tc.pointee.next
+      let events = tc.pointee.events
+      if events != tc.pointee.seenEvents {
+        tc.pointee.seenEvents = events
+        tc.pointee.quietSince = now
+      }
+      let quiet = quietBefore == UInt.max || tc.pointee.quietSince <= quietBefore
+      if quiet && tc.pointee.slot != own && cachedBytes(tc) > 0 {
+        arena_tls_remote_set(tc.pointee.slot, UnsafeMutableRawPointer(bitPattern: ThreadCache.lentMark))
+        tc.pointee.lent = 1
+        tc.pointee.nextLent = batch
+        batch = tc
+      }
+    }
+    guard batch != nil else {
+      arena_lock_release(&h.pointee.cacheLock)
+      return 0
+    }
+    // After the barrier every owner either shows busy (it read its cache before the mark: give the
+    // cache back untouched) or reads the mark on its next call.
+    let fenced = arena_sys_membarrier() == 0
+    var kept: ThreadCachePointer? = nil
+    while let tc = batch {
+      batch = tc.pointee.nextLent
+      if fenced && arena_tls_remote_busy(tc.pointee.slot) == 0 {
+        tc.pointee.nextLent = kept
+        kept = tc
+      } else {
+        tc.pointee.lent = 0
+        arena_tls_remote_set(tc.pointee.slot, UnsafeMutableRawPointer(tc))
+      }
+    }
+    arena_lock_release(&h.pointee.cacheLock)
+    // The lent caches are the scavenger's alone: their owners use the centrals and their thread
+    // exit waits for `lent` to clear. Empty them without the cache lock (class locks come first).
+    var bytes = 0
+    var l = kept
+    while let tc = l {
+      bytes &+= cachedBytes(tc)
+      flushAll(tc)
+      l = tc.pointee.nextLent
+    }
+    _ = arena_atomic_add64(&h.pointee.cacheReclaimedBytes, UInt64(bytes))
+    arena_lock_acquire(&h.pointee.cacheLock)
+    while let tc = kept {
+      kept = tc.pointee.nextLent
+      tc.pointee.nextLent = nil
+      tc.pointee.lent = 0
+      tc.pointee.quietSince = now
+      arena_tls_remote_set(tc.pointee.slot, UnsafeMutableRawPointer(tc))
+    }
+    arena_lock_release(&h.pointee.cacheLock)
+    return bytes
+  }
+
+  /// Unlinks a cache from its heap's list, waiting while the scavenger has it lent.
+  static func unlink(_ tc: ThreadCachePointer, settingSlot value: UInt) {
+    let h = tc.pointee.heap
+    arena_lock_acquire(&h.pointee.cacheLock)
+    while tc.pointee.lent != 0 {
+      arena_lock_release(&h.pointee.cacheLock)
+      arena_sys_sleep_ns(50_000)
+      arena_lock_acquire(&h.pointee.cacheLock)
+    }
+    if let prev = tc.pointee.prev { prev.pointee.next = tc.pointee.next } else { h.pointee.threadCaches = tc.pointee.next }
+    tc.pointee.next?.pointee.prev = tc.pointee.prev
+    arena_tls_set(UnsafeMutableRawPointer(bitPattern: value))
+    arena_lock_release(&h.pointee.cacheLock)
+  }
+
+  /// Gives a cache's own block back (after it was emptied and unlinked).
+  static func free(_ tc: ThreadCachePointer) {
+    let raw = UnsafeMutableRawPointer(tc)
+    let h = tc.pointee.heap
+    let c = SizeClass.index(forSize: ThreadCache.byteCount)
+    raw.storeBytes(of: 0, as: UInt.self)
+    raw.storeBytes(of: SmallRuns.tag(raw), toByteOffset: 8, as: UInt.self)
+    SmallRuns.give(h, c, raw, count: 1)
+  }
 }
 
 /// Thread exit: hand every cached block back, then the cache itself.
 func threadExit(_ raw: UnsafeMutableRawPointer?) {
   guard let raw else { return }
   let tc = raw.assumingMemoryBound(to: ThreadCache.self)
-  let h = tc.pointee.heap
-  arena_tls_set(UnsafeMutableRawPointer(bitPattern: 1))
+  ThreadCaches.unlink(tc, settingSlot: 1)
   ThreadCaches.flushAll(tc)
-  arena_lock_acquire(&h.pointee.cacheLock)
-  if let prev = tc.pointee.prev { prev.pointee.next = tc.pointee.next } else { h.pointee.threadCaches = tc.pointee.next }
-  tc.pointee.next?.pointee.prev = tc.pointee.prev
-  arena_lock_release(&h.pointee.cacheLock)
-  let c = SizeClass.index(forSize: ThreadCache.byteCount)
-  raw.storeBytes(of: 0, as: UInt.self)
-  raw.storeBytes(of: SmallRuns.tag(raw), toByteOffset: 8, as: UInt.self)
-  SmallRuns.give(h, c, raw, count: 1)
+  ThreadCaches.free(tc)
 }
 
 /// fork(): every lock of the default heap is taken before the fork and released (or reset, in the
@@ -155,7 +295,10 @@ func threadExit(_ raw: UnsafeMutableRawPointer?) {
 /// multi-threaded parent finds the heap consistent.
 func forkPrepare() { Fork.forEachLock(acquire: true) }
 func forkParent() { Fork.forEachLock(acquire: false) }
-func forkChild() { Fork.forEachLock(acquire: false, reset: true) }
+func forkChild() {
+  Fork.forEachLock(acquire: false, reset: true)
+  Fork.adoptCaches()
+}
 
 enum Fork {
   static func forEachLock(acquire: Bool, reset: Bool = false) {
@@ -175,5 +318,42 @@ enum Fork {
     visit(&g.pointee.registry_lock)
     // The child has no scavenger thread: let it start again on first need.
     if reset { arena_atomic_store32(&g.pointee.scavenger_state, 0) }
+  }
+
+  /// In the child: only the forking thread exists. The caches of the other threads go back to the
+  /// centrals (or, if their owner was inside an allocator call at the fork, are abandoned: they may
+  /// be inconsistent), so no stealer ever reaches a dead thread's slot. If the scavenger had the
+  /// forking thread's own cache lent, what it still held is abandoned and the cache returns empty.
+  static func adoptCaches() {
+    guard let h = Heaps.defaultHeapIfCreated else { return }
+    let own = arena_tls_address()
+    var t = h.pointee.threadCaches
+    h.pointee.threadCaches = nil
+    var mine: ThreadCachePointer? = nil
+    while let tc = t {
+      t = tc.pointee.next
+      if tc.pointee.slot == own {
+        if tc.pointee.lent != 0 {
+          var c = 1
+          while c <= SizeClass.count {
+            tc.bin(c).pointee.head = nil
+            tc.bin(c).pointee.count = 0
+            c &+= 1
+          }
+          tc.pointee.lent = 0
+          arena_tls_set(UnsafeMutableRawPointer(tc))
+        }
+        mine = tc
+      } else if tc.pointee.lent == 0 && arena_tls_remote_busy(tc.pointee.slot) == 0 {
+        ThreadCaches.flushAll(tc)
+        ThreadCaches.free(tc)
+      }
+    }
+    if let tc = mine {
+      tc.pointee.next = nil
+      tc.pointee.prev = nil
+      tc.pointee.nextLent = nil
+      h.pointee.threadCaches = tc
+    }
   }
 }

@@ -95,7 +95,8 @@ ARENA_EXPORT int malloc_trim(size_t pad) {
 enum { STAT_RESERVED, STAT_COMMITTED, STAT_METADATA, STAT_LIVE, STAT_SMALL_LIVE, STAT_LARGE_LIVE,
        STAT_LARGE_COUNT, STAT_HUGE_LIVE, STAT_HUGE_COUNT, STAT_CACHED, STAT_FREE_DIRTY,
        STAT_FREE_CLEAN, STAT_FREE_DECOMMITTED, STAT_PURGED_TOTAL, STAT_DECOMMITTED_TOTAL,
-       STAT_RESERVATIONS, STAT_COMMIT_CALLS, STAT_COUNT };
+       STAT_RESERVATIONS, STAT_COMMIT_CALLS, STAT_SCAVENGER_CPU_NS, STAT_SCAVENGER_PASSES,
+       STAT_OFFERED, STAT_RECLAIMED_INTACT, STAT_DISCARDED, STAT_CACHE_RECLAIMED, STAT_COUNT };
 
 ARENA_EXPORT struct mallinfo2 mallinfo2(void) {
   uint64_t s[STAT_COUNT];
@@ -155,6 +156,8 @@ ARENA_EXPORT void malloc_stats(void) {
   at = put_line(buf, at, cap, "huge mappings      = ", s[STAT_HUGE_COUNT]);
   at = put_line(buf, at, cap, "purged total       = ", s[STAT_PURGED_TOTAL]);
   at = put_line(buf, at, cap, "decommitted total  = ", s[STAT_DECOMMITTED_TOTAL]);
+  at = put_line(buf, at, cap, "idle caches taken  = ", s[STAT_CACHE_RECLAIMED]);
+  at = put_line(buf, at, cap, "scavenger cpu ns   = ", s[STAT_SCAVENGER_CPU_NS]);
   int saved = errno;
   size_t off = 0;
   while (off < at) {
