@@ -229,7 +229,7 @@ struct Options {
 // MARK: - Workloads and allocators
 
 let workloadNames = ["churn", "mixed", "prodcons", "realloc", "large", "server", "spike-idle", "swift-json"]
-let allocatorNames = ["arena", "glibc", "jemalloc", "mimalloc", "tcmalloc"]
+let allocatorNames = ["arena", "glibc", "jemalloc", "mimalloc", "tcmalloc", "arena-noscav"]
 let peerNames = ["glibc", "jemalloc", "mimalloc", "tcmalloc"]
 
 struct WorkloadSpec: Codable {
@@ -316,6 +316,10 @@ struct AllocatorInfo: Codable {
   var library: String?  // nil: no preload (glibc)
   var available: Bool
   var note: String
+  /// Appended to the child's ARENA_OPTIONS.
+  var arenaOptions: String? = nil
+  /// Run without --allocators naming it.
+  var byDefault = true
 }
 
 func findPeerLibrary(_ candidates: [String]) -> String? {
@@ -341,6 +345,11 @@ func allocatorInfos(buildDir: String) -> [AllocatorInfo] {
     AllocatorInfo(
       name: "arena", library: arena, available: fileExists(arena),
       note: fileExists(arena) ? "" : "\(arena) not found: run `swift build -c release --product ArenaMalloc`"))
+  // The same library with the scavenger thread off: what the scavenger costs in throughput.
+  result.append(
+    AllocatorInfo(
+      name: "arena-noscav", library: arena, available: fileExists(arena), note: "arena with ARENA_OPTIONS=scavenger:off",
+      arenaOptions: "scavenger:off", byDefault: false))
   result.append(AllocatorInfo(name: "glibc", library: nil, available: true, note: "system malloc, no preload"))
   let peers: [(String, [String], String)] = [
     ("jemalloc", ["libjemalloc.so.2", "libjemalloc.so"], "libjemalloc2"),
@@ -442,7 +451,9 @@ func runChild(
   // Same hash seed in every run, so Swift Dictionary/Set layouts (and their allocations) repeat.
   env["SWIFT_DETERMINISTIC_HASHING"] = "1"
   if let lib = allocator.library { env["LD_PRELOAD"] = lib }
-  let command = (allocator.library.map { "LD_PRELOAD=\(shellQuote($0)) " } ?? "")
+  if let o = allocator.arenaOptions { env["ARENA_OPTIONS"] = (env["ARENA_OPTIONS"].map { $0 + "," } ?? "") + o }
+  let command = (allocator.arenaOptions.map { _ in "ARENA_OPTIONS=\(shellQuote(env["ARENA_OPTIONS"]!)) " } ?? "")
+    + (allocator.library.map { "LD_PRELOAD=\(shellQuote($0)) " } ?? "")
     + args.map(shellQuote).joined(separator: " ")
 
   var record = RunRecord(
@@ -706,6 +717,7 @@ func geomean(_ xs: [Double]) -> Double? {
 
 let palette: [String: String] = [
   "arena": "#e4572e", "glibc": "#8c8c8c", "jemalloc": "#4c78a8", "mimalloc": "#54a24b", "tcmalloc": "#b279a2",
+  "arena-noscav": "#f2a488",
 ]
 
 func xmlEscape(_ s: String) -> String {
@@ -869,7 +881,7 @@ func main() -> Int32 {
     mode: options.mode, repsOverride: options.reps, idleOverride: options.idle, timeoutOverride: options.timeout)
   let specs = allSpecs.filter { options.workloads?.contains($0.name) ?? true }
   let infos = allocatorInfos(buildDir: buildDir)
-  let wanted = infos.filter { options.allocators?.contains($0.name) ?? true }
+  let wanted = infos.filter { options.allocators?.contains($0.name) ?? $0.byDefault }
 
   if options.list {
     print("build directory: \(buildDir)")
@@ -1120,6 +1132,16 @@ func main() -> Int32 {
   }
   if let g = gFast { lines.append("Geometric mean of time arena / fastest peer: \(fmt(g, 3)) over \(vsFastest.count) workloads") }
   if let g = gGlibc { lines.append("Geometric mean of time arena / glibc: \(fmt(g, 3)) over \(vsGlibc.count) workloads") }
+  let vsOff = specs.compactMap { spec -> (String, Double)? in
+    guard let a = cells.first(where: { $0.workload == spec.name && $0.allocator == "arena" })?.medianSeconds,
+      let o = cells.first(where: { $0.workload == spec.name && $0.allocator == "arena-noscav" })?.medianSeconds, o > 0
+    else { return nil }
+    return (spec.name, a / o)
+  }
+  if let g = geomean(vsOff.map(\.1)) {
+    let each = vsOff.map { "\($0.0) \(fmt($0.1, 3))" }.joined(separator: ", ")
+    lines.append("Time arena / arena-noscav (scavenger off): geometric mean \(fmt(g, 3)); \(each)")
+  }
 
   let failedRuns = runs.filter { !$0.ok }
   let failures = failedRuns.map { "\($0.workload) / \($0.allocator) rep \($0.rep + 1): \($0.failure ?? "?")\n    \($0.command)" }
