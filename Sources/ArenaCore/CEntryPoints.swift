@@ -28,36 +28,43 @@ public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
   return defaultAllocateSlow(size: size, alignment: UInt(Layout.minimumAlignment), zeroed: false)
 }
 
+/// A small block of the primary reservation that is not marked free: its class and the stamp
+/// free() writes into it; nil for anything else (other reservations, page runs, huge blocks,
+/// released pages, free blocks, interior pointers), which the slow paths validate and diagnose.
+@inline(__always)
+func primarySmallBlock(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, stamp: UInt)? {
+  let g = arena_globals_pointer()
+  let a = UInt(bitPattern: p)
+  let offset = a &- g.pointee.primary_data_start
+  guard offset < g.pointee.primary_data_end &- g.pointee.primary_data_start else { return nil }
+  let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
+  let tag = Int(entry & 0xFF)
+  // A small class's tag (2...count+1); released pages (SmallRuns.releasedFlag) take the slow path.
+  guard UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) else { return nil }
+  let c = tag &- 1
+  let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
+  let index = ClassTable.blockIndex(offset: inRun, c)
+  let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
+  guard index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp else { return nil }
+  return (c, stamp)
+}
+
 /// free: returns a block to the calling thread's cache; errno is preserved.
 @c(arena_free)
 public func arenaFree(_ p: UnsafeMutableRawPointer?) {
   guard let p else { return }
-  let g = arena_globals_pointer()
-  let a = UInt(bitPattern: p)
-  let offset = a &- g.pointee.primary_data_start
-  if offset < g.pointee.primary_data_end &- g.pointee.primary_data_start {
-    let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
-    let tag = Int(entry & 0xFF)
-    // A small class's tag (2...count+1); released pages (SmallRuns.releasedFlag) take the slow path.
-    if UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) {
-      let c = tag &- 1
-      let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
-      let index = ClassTable.blockIndex(offset: inRun, c)
-      let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
-      if index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp {
-        if let tc = ThreadCaches.enter() {
-          let bin = tc.bin(c)
-          p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
-          p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
-          bin.pointee.head = p
-          bin.pointee.count &+= 1
-          if bin.pointee.count > bin.pointee.limit { return ThreadCaches.flushOverfullAndLeave(tc, c) }
-          ThreadCaches.leave()
-          return
-        }
-        ThreadCaches.leave()
-      }
+  if let (c, stamp) = primarySmallBlock(p) {
+    if let tc = ThreadCaches.enter() {
+      let bin = tc.bin(c)
+      p.storeBytes(of: UInt(bitPattern: bin.pointee.head), as: UInt.self)
+      p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
+      bin.pointee.head = p
+      bin.pointee.count &+= 1
+      if bin.pointee.count > bin.pointee.limit { return ThreadCaches.flushOverfullAndLeave(tc, c) }
+      ThreadCaches.leave()
+      return
     }
+    ThreadCaches.leave()
   }
   defaultFreeSlow(p)
 }
@@ -89,12 +96,19 @@ public func arenaAlignedAlloc(_ alignment: UInt, _ size: UInt) -> UnsafeMutableR
   return defaultAllocateSlow(size: size, alignment: max(alignment, UInt(Layout.minimumAlignment)), zeroed: false)
 }
 
-/// malloc_usable_size: the exact usable size of a block (0 for NULL).
+/// malloc_usable_size: the exact usable size of a block (0 for NULL). Small blocks are answered
+/// from the page map, as free() finds them; everything else is validated by the slow path.
 @c(arena_usable_size)
 public func arenaUsableSize(_ p: UnsafeMutableRawPointer?) -> UInt {
-  guard let p, let h = Heaps.defaultHeapIfCreated else {
-    if let p { Allocator.fatal("malloc_usable_size():", "pointer was not allocated by this allocator:", p) }
-    return 0
+  guard let p else { return 0 }
+  if let (c, _) = primarySmallBlock(p) { return UInt(arena_class_size_table()[c]) }
+  return usableSizeSlow(p)
+}
+
+@inline(never)
+func usableSizeSlow(_ p: UnsafeMutableRawPointer) -> UInt {
+  guard let h = Heaps.defaultHeapIfCreated else {
+    Allocator.fatal("malloc_usable_size():", "pointer was not allocated by this allocator:", p)
   }
   return UInt(Allocator.usableSize(h, p))
 }
