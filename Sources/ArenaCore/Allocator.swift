@@ -133,7 +133,7 @@ enum Allocator {
       p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
       bin.pointee.head = p
       bin.pointee.count &+= 1
-      if bin.pointee.count > bin.pointee.limit { ThreadCaches.flush(tc, c, keep: Int(bin.pointee.limit / 2)) }
+      if bin.pointee.count > UInt32(bin.pointee.limit) { ThreadCaches.overflow(tc, c) }
     } else {
       p.storeBytes(of: 0, as: UInt.self)
       p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)

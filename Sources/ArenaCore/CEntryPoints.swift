@@ -60,7 +60,7 @@ public func arenaFree(_ p: UnsafeMutableRawPointer?) {
       p.storeBytes(of: stamp, toByteOffset: 8, as: UInt.self)
       bin.pointee.head = p
       bin.pointee.count &+= 1
-      if bin.pointee.count > bin.pointee.limit { return ThreadCaches.flushOverfullAndLeave(tc, c) }
+      if bin.pointee.count > UInt32(bin.pointee.limit) { return ThreadCaches.flushOverfullAndLeave(tc, c) }
       ThreadCaches.leave()
       return
     }

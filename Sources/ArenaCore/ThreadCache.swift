@@ -2,8 +2,10 @@
 // A thread allocates from and frees into its own lists with plain loads and stores: no lock, no
 // atomic read-modify-write, no system call. A list that runs dry is refilled from the class
 // central with half its limit in one locked step; a list over its limit gives half back the same
-// way. A block freed by another thread simply joins the freeing thread's cache (a remote free costs
-// the same as a local one); the batch flush returns it to its run.
+// way. Limits adapt per bin between 4 and 32 KiB of blocks: a bin that runs dry doubles its limit,
+// a bin that overflows twice without a refill halves it. A block freed by another thread simply
+// joins the freeing thread's cache (a remote free costs the same as a local one); the batch flush
+// returns it to its run, and a thread that only frees (a consumer) keeps at most 4 KiB per class.
 //
 // The initial-exec thread-local `arena_tls` (CSystemShims.h) holds the cache's address (or 0 before
 // the first call, 1 while the thread exits, 2 while the cache is lent) and a busy count that the
@@ -24,7 +26,11 @@ typealias ThreadCachePointer = UnsafeMutablePointer<ThreadCache>
 struct CacheBin {
   var head: UnsafeMutableRawPointer?
   var count: UInt32
-  var limit: UInt32
+  /// The count above which free() gives half back; adapts between `ThreadCaches.minimumLimit`
+  /// and the class's `ClassTable.cacheLimit` (see `refill` and `overflow`).
+  var limit: UInt16
+  /// 1 once the bin was refilled since its last overflow.
+  var refilled: UInt16
 }
 
 /// A thread's cache header; `SizeClass.count + 1` bins follow it in memory.
@@ -91,7 +97,7 @@ enum ThreadCaches {
     tc.pointee.slot = arena_tls_address()
     var k = 1
     while k <= SizeClass.count {
-      tc.bin(k).pointee.limit = ClassTable.cacheLimit(k)
+      tc.bin(k).pointee.limit = UInt16(minimumLimit(k))
       k &+= 1
     }
     arena_lock_acquire(&h.pointee.cacheLock)
@@ -110,10 +116,18 @@ enum ThreadCaches {
     return tc
   }
 
-  /// Refills an empty bin with half its limit and pops one block (nil: out of memory).
+  /// The smallest limit of a class's bins: an eighth of its largest (4 KiB of blocks), at least 2.
+  @inline(__always) static func minimumLimit(_ c: Int) -> UInt32 { max(2, ClassTable.cacheLimit(c) &>> 3) }
+
+  /// Refills an empty bin with half its limit and pops one block (nil: out of memory). A bin that
+  /// runs dry doubles its limit first (up to the class's limit): a thread that allocates from a
+  /// class fetches more per lock the more it allocates.
   static func refill(_ tc: ThreadCachePointer, _ c: Int) -> UnsafeMutableRawPointer? {
     let bin = tc.bin(c)
-    let want = max(1, Int(bin.pointee.limit) / 2)
+    let limit = min(ClassTable.cacheLimit(c), UInt32(bin.pointee.limit) &* 2)
+    bin.pointee.limit = UInt16(limit)
+    bin.pointee.refilled = 1
+    let want = max(1, Int(limit) / 2)
     tc.pointee.events &+= 1
     let list = SmallRuns.take(tc.pointee.heap, c, count: want)
     guard let block = list.head else { return nil }
@@ -149,11 +163,24 @@ enum ThreadCaches {
     SmallRuns.give(tc.pointee.heap, c, first, count: count)
   }
 
-  /// free()'s overflow path: gives back the older half of an overfull bin, then leaves the cache
-  /// (a separate function, so the fast path needs no stack frame).
+  /// A bin over its limit (free): gives back all but half the limit. A bin that overflows twice
+  /// without being refilled in between belongs to a thread that frees more of this class than it
+  /// allocates (a consumer of blocks made elsewhere): its limit halves, down to the minimum, so it
+  /// does not hold 32 KiB of blocks it will never reuse.
+  static func overflow(_ tc: ThreadCachePointer, _ c: Int) {
+    let bin = tc.bin(c)
+    if bin.pointee.refilled == 0 {
+      bin.pointee.limit = UInt16(max(minimumLimit(c), UInt32(bin.pointee.limit) &>> 1))
+    }
+    bin.pointee.refilled = 0
+    flush(tc, c, keep: Int(bin.pointee.limit / 2))
+  }
+
+  /// free()'s overflow path, then leaves the cache (a separate function, so the fast path needs
+  /// no stack frame).
   @inline(never)
   static func flushOverfullAndLeave(_ tc: ThreadCachePointer, _ c: Int) {
-    flush(tc, c, keep: Int(tc.bin(c).pointee.limit / 2))
+    overflow(tc, c)
     leave()
     Scavenger.ensureStarted()  // memory flows back: from now on idle caches are watched
   }

@@ -90,6 +90,39 @@ final class CacheFiller: @unchecked Sendable {
     }
   }
 
+  /// A consumer thread frees blocks another thread allocated: its bin overflows without ever
+  /// being refilled, so its limit shrinks to the minimum (4 KiB of blocks) instead of parking up
+  /// to 32 KiB per class it will never reuse.
+  @Test func aThreadThatOnlyFreesKeepsLittleInItsCache() async {
+    let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+      func fail(_ why: String) -> Never { FileHandle.standardError.write(Data((why + "\n").utf8)); exit(1) }
+      setenv("ARENA_OPTIONS", "scavenger:off", 1)
+      HeapHandle.reloadOptions()
+      let blocks = Shared<[UInt]>([])
+      let producer = Thread {
+        var made: [UInt] = []
+        for _ in 0..<10_000 { made.append(UInt(bitPattern: Arena.default.allocate(byteCount: 512)!)) }
+        blocks.update { $0 = made }
+      }
+      producer.start()
+      while !producer.isFinished { usleep(1000) }  // its cache went back when it exited
+      let freed = DispatchSemaphore(value: 0), finish = DispatchSemaphore(value: 0)
+      let consumer = Thread {
+        for a in blocks.current { Arena.default.deallocate(UnsafeMutableRawPointer(bitPattern: a)!) }
+        freed.signal()
+        finish.wait()
+      }
+      consumer.start()
+      freed.wait()
+      let c = HeapHandle.classIndex(forSize: 512)
+      let cached = Arena.default.statistics.sizeClasses[c - 1].cachedBlocks
+      finish.signal()
+      FileHandle.standardError.write(Data("consumer caches \(cached) blocks of 512 B\n".utf8))
+      if cached > 8 { fail("the consumer holds \(cached) blocks of 512 B") }
+    }
+    print("consumer:", String(decoding: result?.standardErrorContent ?? [], as: UTF8.self))
+  }
+
   /// Threads allocate and free small blocks (the cache fast path) in bursts with short pauses,
   /// while another thread takes their caches back as often as it can: no block may be handed out
   /// twice or lose its contents, whichever side wins each race.
