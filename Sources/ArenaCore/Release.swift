@@ -215,7 +215,8 @@ enum Release {
     if h.pointee.isDefault {
       if let tc = ThreadCaches.enter() { ThreadCaches.flushAll(tc) }
       ThreadCaches.leave()
-      _ = ThreadCaches.reclaimIdle(h, quietBefore: UInt.max, now: UInt(arena_sys_now_ns()))
+      let now = UInt(arena_sys_now_ns())
+      _ = ThreadCaches.reclaimIdle(h, quietBefore: UInt.max, idleBefore: now, now: now)
     }
     releaseEmptyRuns(h, quietBefore: UInt.max)
     var outcome = releaseFree(h, .everything)

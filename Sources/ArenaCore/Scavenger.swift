@@ -62,6 +62,11 @@ enum Scavenger {
     arena_set_errno(saved)
   }
 
+  /// The time between two passes.
+  @inline(__always) static func tickNs(_ o: arena_options_t) -> UInt {
+    UInt(min(max(o.decay_ns / 4, 20_000_000), 250_000_000))
+  }
+
   /// The shortest time after which an unused hot reserve is purged.
   @inline(__always) static var reserveExpiryNs: UInt { 5_000_000_000 }
 
@@ -75,7 +80,9 @@ enum Scavenger {
     policy.reserveExpiresBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
     policy.cpuDeadline = cpuDeadline
     policy.lazy = o.lazy_free != 0
-    _ = ThreadCaches.reclaimIdle(h, quietBefore: policy.purgeBefore, now: now)
+    // A cache is first seen quiet up to a tick after its owner's last refill or flush: taking it a
+    // tick early lets its blocks join the same sweep as the frees that came before them.
+    _ = ThreadCaches.reclaimIdle(h, quietBefore: policy.purgeBefore &+ tickNs(o), idleBefore: policy.purgeBefore, now: now)
     Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
     var c = 1
@@ -96,8 +103,7 @@ func scavengerMain(_ unused: UnsafeMutableRawPointer?) {
   var last = arena_sys_now_ns()
   while true {
     let o = Scavenger.options
-    let tick = min(max(o.decay_ns / 4, 20_000_000), 250_000_000)
-    arena_sys_sleep_ns(tick)
+    arena_sys_sleep_ns(UInt64(Scavenger.tickNs(o)))
     let now = arena_sys_now_ns()
     bucket = min(bucketLimit, bucket &+ (now &- last) / rate)
     last = now

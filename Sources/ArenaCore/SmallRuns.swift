@@ -141,13 +141,22 @@ enum SmallRuns {
     list.count &+= 1
   }
 
-  /// Returns `count` tagged blocks of class `c`, linked through word 0, to their runs.
-  static func give(_ h: HeapPointer, _ c: Int, _ first: UnsafeMutableRawPointer?, count: Int) {
+  /// Returns `count` tagged blocks of class `c`, linked through word 0, to their runs. The class
+  /// counts as busy from now on (the scavenger leaves it alone for the decay time), unless
+  /// `idleSince` says when the blocks were last used (an idle thread's cache taken back): then
+  /// the class stays as quiet as it was, and its runs are looked at again.
+  static func give(_ h: HeapPointer, _ c: Int, _ first: UnsafeMutableRawPointer?, count: Int, idleSince: UInt = 0) {
     let central = h.central(c)
     var emptied: DescriptorPointer? = nil
-    let now = UInt(arena_sys_now_ns())
+    let now = idleSince != 0 ? idleSince : UInt(arena_sys_now_ns())
     arena_lock_acquire(&central.pointee.lock)
-    central.pointee.lastGive = now
+    if idleSince != 0 {
+      central.pointee.lastGive = max(central.pointee.lastGive, idleSince)
+      central.pointee.lastScan = min(central.pointee.lastScan, central.pointee.lastGive)
+      central.pointee.sweepGive = UInt.max  // a sweep under way must not count these as seen
+    } else {
+      central.pointee.lastGive = now
+    }
     var next = first
     while let block = next {
       next = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))

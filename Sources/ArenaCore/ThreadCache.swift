@@ -138,7 +138,7 @@ enum ThreadCaches {
 
   /// Gives the older half of an overfull bin back to the central.
   @inline(never)
-  static func flush(_ tc: ThreadCachePointer, _ c: Int, keep: Int) {
+  static func flush(_ tc: ThreadCachePointer, _ c: Int, keep: Int, idleSince: UInt = 0) {
     let bin = tc.bin(c)
     var count = Int(bin.pointee.count)
     guard count > keep else { return }
@@ -160,7 +160,7 @@ enum ThreadCaches {
     }
     count &-= keep
     bin.pointee.count = UInt32(keep)
-    SmallRuns.give(tc.pointee.heap, c, first, count: count)
+    SmallRuns.give(tc.pointee.heap, c, first, count: count, idleSince: idleSince)
   }
 
   /// A bin over its limit (free): gives back all but half the limit. A bin that overflows twice
@@ -185,11 +185,11 @@ enum ThreadCaches {
     Scavenger.ensureStarted()  // memory flows back: from now on idle caches are watched
   }
 
-  /// Empties every bin of a cache into the centrals.
-  static func flushAll(_ tc: ThreadCachePointer) {
+  /// Empties every bin of a cache into the centrals (`idleSince`: see `SmallRuns.give`).
+  static func flushAll(_ tc: ThreadCachePointer, idleSince: UInt = 0) {
     var c = 1
     while c <= SizeClass.count {
-      flush(tc, c, keep: 0)
+      flush(tc, c, keep: 0, idleSince: idleSince)
       c &+= 1
     }
   }
@@ -219,9 +219,11 @@ enum ThreadCaches {
   }
 
   /// Takes back the blocks of other threads' caches whose owners have not refilled or flushed
-  /// since `quietBefore` (everything not in use, with `UInt.max`). Returns the bytes returned to
-  /// the centrals. Called by the scavenger and by malloc_trim, never with a lock held.
-  static func reclaimIdle(_ h: HeapPointer, quietBefore: UInt, now: UInt) -> Int {
+  /// since `quietBefore` (everything not in use, with `UInt.max`). The blocks go back to their
+  /// classes as freed no later than `idleBefore` (see `SmallRuns.give`), so a class that is quiet
+  /// stays quiet. Returns the bytes returned to the centrals. Called by the scavenger and by
+  /// malloc_trim, never with a lock held.
+  static func reclaimIdle(_ h: HeapPointer, quietBefore: UInt, idleBefore: UInt, now: UInt) -> Int {
     let own = arena_tls_address()
     var batch: ThreadCachePointer? = nil
     arena_lock_acquire(&h.pointee.cacheLock)
@@ -266,7 +268,7 @@ enum ThreadCaches {
     var l = kept
     while let tc = l {
       bytes &+= cachedBytes(tc)
-      flushAll(tc)
+      flushAll(tc, idleSince: max(1, min(tc.pointee.quietSince, idleBefore)))
       l = tc.pointee.nextLent
     }
     _ = arena_atomic_add64(&h.pointee.cacheReclaimedBytes, UInt64(bytes))
