@@ -236,20 +236,21 @@ enum ThreadCaches {
         tc.pointee.quietSince = now
       }
       let quiet = quietBefore == UInt.max || tc.pointee.quietSince <= quietBefore
-      if quiet && tc.pointee.slot != own && cachedBytes(tc) > 0 {
+      // A cache already lent belongs to another stealer (malloc_trim racing the scavenger).
+      if quiet && tc.pointee.lent == 0 && tc.pointee.slot != own && cachedBytes(tc) > 0 {
         arena_tls_remote_set(tc.pointee.slot, UnsafeMutableRawPointer(bitPattern: ThreadCache.lentMark))
         tc.pointee.lent = 1
         tc.pointee.nextLent = batch
         batch = tc
       }
     }
-    guard batch != nil else {
-      arena_lock_release(&h.pointee.cacheLock)
-      return 0
-    }
+    arena_lock_release(&h.pointee.cacheLock)
+    guard batch != nil else { return 0 }
     // After the barrier every owner either shows busy (it read its cache before the mark: give the
-    // cache back untouched) or reads the mark on its next call.
+    // cache back untouched) or reads the mark on its next call. Marked caches cannot leave the
+    // list meanwhile: thread exit waits while `lent` is set.
     let fenced = arena_sys_membarrier() == 0
+    arena_lock_acquire(&h.pointee.cacheLock)
     var kept: ThreadCachePointer? = nil
     while let tc = batch {
       batch = tc.pointee.nextLent

@@ -124,12 +124,13 @@ final class CacheFiller: @unchecked Sendable {
   }
 
   /// Threads allocate and free small blocks (the cache fast path) in bursts with short pauses,
-  /// while another thread takes their caches back as often as it can: no block may be handed out
-  /// twice or lose its contents, whichever side wins each race.
+  /// while the main thread takes their caches back as often as it can and the scavenger does too
+  /// every 20 ms: no block may be handed out twice or lose its contents, whichever side wins each
+  /// race.
   @Test func takingCachesRacesWithTheirOwnersWithoutLosingABlock() async {
     let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
       func fail(_ why: String) -> Never { FileHandle.standardError.write(Data((why + "\n").utf8)); exit(1) }
-      setenv("ARENA_OPTIONS", "scavenger:off", 1)
+      setenv("ARENA_OPTIONS", "decay_ms:1", 1)
       HeapHandle.reloadOptions()
       let deadline = Date().addingTimeInterval(1.5)
       let failures = Shared(0)
