@@ -64,10 +64,13 @@ enum SizeClass {
     return pages
   }
 
-  /// How many free blocks of a class one thread may keep before handing half back: 32 KiB worth,
-  /// between 2 and 256 blocks, so a thread parks little memory (and thousands of threads little).
+  /// How many free blocks of a class one thread may keep before handing half back: 16 KiB worth
+  /// up to 1 KiB blocks (at least 16 blocks per refill), 32 KiB worth above (so 4-32 KiB blocks
+  /// still move in batches), between 2 and 256 blocks: a thread parks little memory (and
+  /// thousands of threads little).
   static func cacheLimit(ofClass index: Int) -> Int {
-    return max(2, min(256, (32 << 10) / size(ofClass: index)))
+    let size = size(ofClass: index)
+    return max(2, min(256, (size <= 1024 ? 16 << 10 : 32 << 10) / size))
   }
 
   /// Fills the class tables in `arena_globals`; idempotent, called before the first heap exists.

@@ -2,10 +2,12 @@
 // A thread allocates from and frees into its own lists with plain loads and stores: no lock, no
 // atomic read-modify-write, no system call. A list that runs dry is refilled from the class
 // central with half its limit in one locked step; a list over its limit gives half back the same
-// way. Limits adapt per bin between 4 and 32 KiB of blocks: a bin that runs dry doubles its limit,
-// a bin that overflows twice without a refill halves it. A block freed by another thread simply
+// way. Limits adapt per bin between a quarter of the class's limit and all of it (16 KiB of blocks
+// up to 1 KiB, 32 KiB above): a bin that runs dry doubles its limit, a bin that overflows twice
+// without a refill halves it. A block freed by another thread simply
 // joins the freeing thread's cache (a remote free costs the same as a local one); the batch flush
-// returns it to its run, and a thread that only frees (a consumer) keeps at most 4 KiB per class.
+// returns it to its run, and a thread that only frees small blocks (a consumer) keeps at most
+// 4 KiB per class.
 //
 // The initial-exec thread-local `arena_tls` (CSystemShims.h) holds the cache's address (or 0 before
 // the first call, 1 while the thread exits, 2 while the cache is lent) and a busy count that the
@@ -13,7 +15,7 @@
 // any number of threads costs no static storage; thread exit gives it back.
 //
 // Idle caches. A thread that stops calling the allocator would keep its cached blocks (up to
-// 32 KiB per class) forever. The scavenger (and malloc_trim) takes them back: a cache whose owner
+// 16-32 KiB per class) forever. The scavenger (and malloc_trim) takes them back: a cache whose owner
 // has not refilled or flushed for the decay time is lent to the scavenger (its slot is set to 2,
 // a process-wide membarrier separates that store from the owner's next read, and the owner's busy
 // count shows whether it was in the middle of a call), emptied into the centrals and handed back.
@@ -116,8 +118,9 @@ enum ThreadCaches {
     return tc
   }
 
-  /// The smallest limit of a class's bins: an eighth of its largest (4 KiB of blocks), at least 2.
-  @inline(__always) static func minimumLimit(_ c: Int) -> UInt32 { max(2, ClassTable.cacheLimit(c) &>> 3) }
+  /// The smallest limit of a class's bins: a quarter of its largest (4 KiB of blocks up to 1 KiB),
+  /// at least 2.
+  @inline(__always) static func minimumLimit(_ c: Int) -> UInt32 { max(2, ClassTable.cacheLimit(c) &>> 2) }
 
   /// Refills an empty bin with half its limit and pops one block (nil: out of memory). A bin that
   /// runs dry doubles its limit first (up to the class's limit): a thread that allocates from a
@@ -166,7 +169,7 @@ enum ThreadCaches {
   /// A bin over its limit (free): gives back all but half the limit. A bin that overflows twice
   /// without being refilled in between belongs to a thread that frees more of this class than it
   /// allocates (a consumer of blocks made elsewhere): its limit halves, down to the minimum, so it
-  /// does not hold 32 KiB of blocks it will never reuse.
+  /// does not hold the class's whole limit in blocks it will never reuse.
   static func overflow(_ tc: ThreadCachePointer, _ c: Int) {
     let bin = tc.bin(c)
     if bin.pointee.refilled == 0 {
