@@ -139,12 +139,13 @@ enum ThreadCaches {
     return block
   }
 
-  /// Gives the older half of an overfull bin back to the central.
-  @inline(never)
-  static func flush(_ tc: ThreadCachePointer, _ c: Int, keep: Int, idleSince: UInt = 0) {
+  /// Gives all but the `keep` most recently freed blocks of a bin back to the central; returns how
+  /// many it gave.
+  @inline(never) @discardableResult
+  static func flush(_ tc: ThreadCachePointer, _ c: Int, keep: Int, idleSince: UInt = 0) -> Int {
     let bin = tc.bin(c)
     var count = Int(bin.pointee.count)
-    guard count > keep else { return }
+    guard count > keep else { return 0 }
     tc.pointee.events &+= 1
     // Keep the first `keep` blocks (most recently freed: hot in cache), return the rest.
     var cut = bin.pointee.head
@@ -164,6 +165,7 @@ enum ThreadCaches {
     count &-= keep
     bin.pointee.count = UInt32(keep)
     SmallRuns.give(tc.pointee.heap, c, first, count: count, idleSince: idleSince)
+    return count
   }
 
   /// A bin over its limit (free): gives back all but half the limit. A bin that overflows twice
@@ -188,13 +190,17 @@ enum ThreadCaches {
     Scavenger.ensureStarted()  // memory flows back: from now on idle caches are watched
   }
 
-  /// Empties every bin of a cache into the centrals (`idleSince`: see `SmallRuns.give`).
-  static func flushAll(_ tc: ThreadCachePointer, idleSince: UInt = 0) {
+  /// Empties every bin of a cache into the centrals (`idleSince`: see `SmallRuns.give`); returns
+  /// the bytes it gave.
+  @discardableResult
+  static func flushAll(_ tc: ThreadCachePointer, idleSince: UInt = 0) -> Int {
+    var bytes = 0
     var c = 1
     while c <= SizeClass.count {
-      flush(tc, c, keep: 0, idleSince: idleSince)
+      bytes &+= flush(tc, c, keep: 0, idleSince: idleSince) &* SizeClass.size(ofClass: c)
       c &+= 1
     }
+    return bytes
   }
 
   /// Cached blocks per class summed over all threads (racy snapshot, for statistics).
@@ -271,8 +277,7 @@ enum ThreadCaches {
     var bytes = 0
     var l = kept
     while let tc = l {
-      bytes &+= cachedBytes(tc)
-      flushAll(tc, idleSince: max(1, min(tc.pointee.quietSince, idleBefore)))
+      bytes &+= flushAll(tc, idleSince: max(1, min(tc.pointee.quietSince, idleBefore)))
       l = tc.pointee.nextLent
     }
     _ = arena_atomic_add64(&h.pointee.cacheReclaimedBytes, UInt64(bytes))
