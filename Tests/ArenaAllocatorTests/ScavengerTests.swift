@@ -79,30 +79,9 @@ func spike(total: Int) -> [UnsafeMutableRawPointer] {
       let failures = Shared(0)
       let threads = (0..<3).map { t in
         Thread {
-          var rng = XorShift(seed: UInt64(t + 100))
-          var slots = [(UnsafeMutableRawPointer, Int, UInt8)?](repeating: nil, count: 1000)
-          var step = 0
-          while Date() < deadline {
-            for _ in 0..<1000 {
-              step += 1
-              let i = rng.below(slots.count)
-              if let (p, n, s) = slots[i] {
-                if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
-                Arena.default.deallocate(p)
-                slots[i] = nil
-              } else {
-                let n = rng.below(4) == 0 ? rng.below(200_000) + 8192 : rng.below(40_000) + 1
-                let p = Arena.default.allocate(byteCount: n)!
-                let s = UInt8(truncatingIfNeeded: step)
-                Pattern.fill(p, n, seed: s)
-                slots[i] = (p, n, s)
-              }
-            }
-          }
-          for case let (p, n, s)? in slots {
-            if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
-            Arena.default.deallocate(p)
-          }
+          churnWithPatterns(
+            seed: UInt64(t + 100), slots: 1000, batch: 1000, until: deadline, failures: failures,
+            size: { $0.below(4) == 0 ? $0.below(200_000) + 8192 : $0.below(40_000) + 1 })
         }
       }
       for thread in threads { thread.start() }

@@ -50,3 +50,36 @@ final class Shared<Value>: @unchecked Sendable {
   func update<R>(_ body: (inout Value) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
   var current: Value { update { $0 } }
 }
+
+/// A test thread's allocation churn on the default arena until `deadline`: `batch` times per round
+/// it picks one of `slots` slots at random and frees its block (checking its pattern first) or
+/// allocates a `size(&rng)`-byte block there and fills it; `pause` runs after each round. At the
+/// end every remaining block is checked and freed. Corrupted blocks are counted in `failures`.
+func churnWithPatterns(seed: UInt64, slots count: Int, batch: Int, until deadline: Date, failures: Shared<Int>,
+                       size: (inout XorShift) -> Int, pause: (inout XorShift) -> Void = { _ in }) {
+  var rng = XorShift(seed: seed)
+  var slots = [(UnsafeMutableRawPointer, Int, UInt8)?](repeating: nil, count: count)
+  var step = 0
+  while Date() < deadline {
+    for _ in 0..<batch {
+      step += 1
+      let i = rng.below(slots.count)
+      if let (p, n, s) = slots[i] {
+        if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
+        Arena.default.deallocate(p)
+        slots[i] = nil
+      } else {
+        let n = size(&rng)
+        let p = Arena.default.allocate(byteCount: n)!
+        let s = UInt8(truncatingIfNeeded: step)
+        Pattern.fill(p, n, seed: s)
+        slots[i] = (p, n, s)
+      }
+    }
+    pause(&rng)
+  }
+  for case let (p, n, s)? in slots {
+    if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
+    Arena.default.deallocate(p)
+  }
+}

@@ -136,31 +136,9 @@ final class CacheFiller: @unchecked Sendable {
       let failures = Shared(0)
       let threads = (0..<2).map { t in
         Thread {
-          var rng = XorShift(seed: UInt64(t + 7))
-          var slots = [(UnsafeMutableRawPointer, Int, UInt8)?](repeating: nil, count: 256)
-          var step = 0
-          while Date() < deadline {
-            for _ in 0..<2000 {
-              step += 1
-              let i = rng.below(slots.count)
-              if let (p, n, s) = slots[i] {
-                if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
-                Arena.default.deallocate(p)
-                slots[i] = nil
-              } else {
-                let n = rng.below(512) + 1
-                let p = Arena.default.allocate(byteCount: n)!
-                let s = UInt8(truncatingIfNeeded: step)
-                Pattern.fill(p, n, seed: s)
-                slots[i] = (p, n, s)
-              }
-            }
-            if rng.below(4) == 0 { usleep(100) }
-          }
-          for case let (p, n, s)? in slots {
-            if !Pattern.check(p, n, seed: s) { failures.update { $0 += 1 } }
-            Arena.default.deallocate(p)
-          }
+          churnWithPatterns(
+            seed: UInt64(t + 7), slots: 256, batch: 2000, until: deadline, failures: failures,
+            size: { $0.below(512) + 1 }, pause: { if $0.below(4) == 0 { usleep(100) } })
         }
       }
       for thread in threads { thread.start() }
