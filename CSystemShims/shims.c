@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "CSystemShims.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/membarrier.h>
@@ -14,6 +15,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -212,7 +214,21 @@ static void *thread_trampoline(void *body) {
   return NULL;
 }
 
+arena_pthread_create_t _Nullable arena_next_pthread_create(void) {
+  static arena_pthread_create_t next;
+  arena_pthread_create_t f = __atomic_load_n(&next, __ATOMIC_ACQUIRE);
+  if (!f) {
+    int saved = errno;
+    f = (arena_pthread_create_t)dlsym(RTLD_NEXT, "pthread_create");
+    if (!f) f = (arena_pthread_create_t)pthread_create;
+    __atomic_store_n(&next, f, __ATOMIC_RELEASE);
+    errno = saved;
+  }
+  return f;
+}
+
 int arena_sys_thread_start(void (*body)(void *_Nullable)) {
+  arena_pthread_create_t create = arena_next_pthread_create();
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -221,7 +237,7 @@ int arena_sys_thread_start(void (*body)(void *_Nullable)) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits "all blocked"
   pthread_t thread;
-  int error = pthread_create(&thread, &attr, thread_trampoline, (void *)body);
+  int error = create(&thread, &attr, thread_trampoline, (void *)body);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
   return error;
@@ -253,8 +269,9 @@ void arena_options_load(void) {
 void arena_options_reload(void) { parse_options(); }
 
 static void parse_options(void) {
-  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 1, 0, 0 };
+  arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 0, 0, 0 };
   const char *env = getenv("ARENA_OPTIONS");
+  int decommit_set = 0;
   while (env && *env) {
     const char *end = env;
     while (*end && *end != ',') end++;
@@ -264,7 +281,7 @@ static void parse_options(void) {
     const char *value = colon < end ? colon + 1 : end;
     size_t value_len = (size_t)(end - value);
     if (option_is(env, name_len, "decay_ms")) o.decay_ns = option_number(value, value_len) * 1000000;
-    else if (option_is(env, name_len, "decommit_ms")) o.decommit_ns = option_number(value, value_len) * 1000000;
+    else if (option_is(env, name_len, "decommit_ms")) { o.decommit_ns = option_number(value, value_len) * 1000000; decommit_set = 1; }
     else if (option_is(env, name_len, "hot_reserve_kb")) o.hot_reserve_bytes = option_number(value, value_len) * 1024;
     else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = !option_is(value, value_len, "off");
     else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
@@ -273,9 +290,14 @@ static void parse_options(void) {
     else if (option_is(env, name_len, "guard_pages")) o.guard_pages = option_is(value, value_len, "on");
     env = *end ? end + 1 : end;
   }
-  // Under strict overcommit the commit charge is the scarce resource: give it back as soon as a
-  // run is purged.
-  if (arena_sys_overcommit_mode() == 2) o.decommit_ns = 0;
+  // Under strict overcommit, or a finite RLIMIT_DATA (which charges committed memory the same
+  // way), the commit charge is the scarce resource: unless the user chose otherwise, give it back
+  // as soon as a run is purged.
+  struct rlimit data;
+  int saved = errno;
+  int data_limited = getrlimit(RLIMIT_DATA, &data) == 0 && data.rlim_cur != RLIM_INFINITY;
+  errno = saved;
+  if (!decommit_set && (arena_sys_overcommit_mode() == 2 || data_limited)) o.decommit_ns = 0;
   arena_globals.options = o;
   __atomic_store_n(&arena_globals.options_state, 2, __ATOMIC_RELEASE);
 }
@@ -408,6 +430,7 @@ void arena_lock_wake(arena_lock_t *lock) {
 
 static struct sigaction previous_segv, previous_bus;
 static arena_fault_describer_t fault_describer;
+static int fault_describe;
 static int fault_handler_installed;
 
 // The commit probe's per-thread guard (initial-exec: safe to read in a signal handler).
@@ -422,19 +445,8 @@ static void fault_handler(int sig, siginfo_t *info, void *context) {
     probe_jump = NULL;
     siglongjmp(*jump, 1);  // SA_NODEFER: no signal mask to restore
   }
-  int saved = errno;
-  char line[320];
-  size_t n = fault_describer ? fault_describer((uintptr_t)info->si_addr, line, sizeof line) : 0;
-  if (n > 0) {
-    size_t off = 0;
-    while (off < n) {
-      ssize_t w = write(STDERR_FILENO, line + off, n - off);
-      if (w <= 0) break;
-      off += (size_t)w;
-    }
-  }
   struct sigaction *previous = sig == SIGSEGV ? &previous_segv : &previous_bus;
-  errno = saved;
+  // The program's own handler gets the fault as if the arena's were not there: no output.
   if ((previous->sa_flags & SA_SIGINFO) && previous->sa_sigaction) {
     previous->sa_sigaction(sig, info, context);
     return;
@@ -443,30 +455,63 @@ static void fault_handler(int sig, siginfo_t *info, void *context) {
     previous->sa_handler(sig);
     return;
   }
-  // Default action: restore it and return; the faulting instruction runs again and the process
-  // dies with the usual signal (and core).
+  // The fault is fatal: say what the address was, restore the default action and return; the
+  // faulting instruction runs again and the process dies with the usual signal (and core).
+  int saved = errno;
+  char line[320];
+  size_t n = fault_describe && fault_describer ? fault_describer(address, line, sizeof line) : 0;
+  size_t off = 0;
+  while (off < n) {
+    ssize_t w = write(STDERR_FILENO, line + off, n - off);
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   sigaction(sig, &dfl, NULL);
+  errno = saved;
 }
 
+// Alternate signal stacks made by arena_thread_alt_stack: disabled and unmapped at thread exit.
+static pthread_key_t alt_stack_key;
+static pthread_once_t alt_stack_key_once = PTHREAD_ONCE_INIT;
+static int alt_stack_key_error;
+
+static void alt_stack_release(void *stack) {
+  stack_t current;
+  if (sigaltstack(NULL, &current) == 0 && current.ss_sp == stack && !(current.ss_flags & SS_ONSTACK)) {
+    stack_t off = { .ss_sp = NULL, .ss_flags = SS_DISABLE, .ss_size = 0 };
+    sigaltstack(&off, NULL);
+    munmap(stack, current.ss_size);
+  }
+}
+
+static void create_alt_stack_key(void) { alt_stack_key_error = pthread_key_create(&alt_stack_key, alt_stack_release); }
+
 int arena_thread_alt_stack(void) {
+  int saved = errno;
   stack_t current;
   if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return 0;
-  size_t size = 64 * 1024;
+  pthread_once(&alt_stack_key_once, create_alt_stack_key);
+  if (alt_stack_key_error) return alt_stack_key_error;
+  long minimum = sysconf(_SC_SIGSTKSZ);
+  size_t size = minimum > 64 * 1024 ? (size_t)minimum : 64 * 1024;
   void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (stack == MAP_FAILED) return errno;
+  if (stack == MAP_FAILED) { int e = errno; errno = saved; return e; }
   stack_t alt = { .ss_sp = stack, .ss_flags = 0, .ss_size = size };
-  if (sigaltstack(&alt, NULL) != 0) { int e = errno; munmap(stack, size); return e; }
+  if (sigaltstack(&alt, NULL) != 0) { int e = errno; munmap(stack, size); errno = saved; return e; }
+  pthread_setspecific(alt_stack_key, stack);
+  errno = saved;
   return 0;
 }
 
-int arena_fault_handler_install(arena_fault_describer_t describer) {
+int arena_fault_handler_install(arena_fault_describer_t describer, int describe) {
   if (__atomic_exchange_n(&fault_handler_installed, 1, __ATOMIC_ACQ_REL)) return 0;
   int saved = errno;
   fault_describer = describer;
+  fault_describe = describe;
   struct sigaction action;
   memset(&action, 0, sizeof action);
   action.sa_sigaction = fault_handler;
@@ -475,18 +520,14 @@ int arena_fault_handler_install(arena_fault_describer_t describer) {
   int error = 0;
   if (sigaction(SIGSEGV, &action, &previous_segv) != 0) error = errno;
   if (!error && sigaction(SIGBUS, &action, &previous_bus) != 0) error = errno;
-  arena_thread_alt_stack();
   errno = saved;
   return error;
 }
 
-static size_t no_description(uintptr_t address, char *buffer, size_t capacity) {
-  (void)address; (void)buffer; (void)capacity;
-  return 0;
-}
+int arena_fault_handler_installed(void) { return __atomic_load_n(&fault_handler_installed, __ATOMIC_ACQUIRE); }
 
 int arena_probe_range(void *addr, size_t size) {
-  if (!__atomic_load_n(&fault_handler_installed, __ATOMIC_ACQUIRE)) arena_fault_handler_install(no_description);
+  if (!arena_fault_handler_installed()) return 0;  // no guard: touching could only crash
   sigjmp_buf jump;
   volatile uintptr_t low = (uintptr_t)addr, high = (uintptr_t)addr + size;
   if (sigsetjmp(jump, 0)) return EFAULT;  // savemask 0: no rt_sigprocmask syscall (~8 ns)

@@ -66,34 +66,53 @@ uint64_t arena_sys_thread_cpu_ns(void);
 /// Sleeps the calling thread for `ns` nanoseconds (restarted on EINTR).
 void arena_sys_sleep_ns(uint64_t ns);
 /// Starts a detached thread running `body(NULL)` with every signal blocked. Returns 0 or an errno.
+/// Creates a thread: call it only at a safe point (SafePoint.swift), never from inside malloc or
+/// free, where libc may hold the locks pthread_create needs. Uses the next `pthread_create` after
+/// this library's own (the library interposes it to find safe points).
 int arena_sys_thread_start(void (*body)(void *_Nullable));
+/// The `pthread_create` this library's wrapper forwards to: the next definition after the caller
+/// (libc's), resolved once with dlsym(RTLD_NEXT). Resolve it at a safe point first (dlsym may
+/// take the loader's lock).
+typedef int (*arena_pthread_create_t)(void *thread, const void *_Nullable attr,
+                                      void *_Nullable (*start)(void *_Nullable), void *_Nullable arg);
+arena_pthread_create_t _Nullable arena_next_pthread_create(void);
 /// Parses ARENA_OPTIONS (getenv, no malloc) into `arena_globals.options`, once.
 void arena_options_load(void);
 /// Parses ARENA_OPTIONS again (tests that change it after the allocator has started).
 void arena_options_reload(void);
 
 // MARK: - Fault handler
+//
+// Nothing here is installed unless the user asks for it (ARENA_OPTIONS fault_handler:on or
+// commit_probe:on), and then only at a safe point (SafePoint.swift): the process sees the signal
+// dispositions, alternate stacks and stderr output it would see under glibc.
 
 /// Describes a faulting address into `buffer` (one line, no allocation, async-signal-safe);
 /// returns its length, or 0 if the address is outside every arena.
 typedef size_t (*arena_fault_describer_t)(uintptr_t address, char *buffer, size_t capacity);
 
 /// Installs the SIGSEGV/SIGBUS handler once (SA_SIGINFO | SA_ONSTACK | SA_NODEFER), saving the
-/// previous handlers. A fault the describer recognises gets one line on stderr; every fault then
-/// goes to the previous handler, or, where that was SIG_DFL/SIG_IGN, the default action is
-/// restored and the handler returns so the fault re-raises with the usual signal and core.
-/// Also gives the calling thread an alternate signal stack. Returns 0 or an errno.
-int arena_fault_handler_install(arena_fault_describer_t describer);
+/// previous handlers. A fault is passed to the previous handler when there is one, silently (the
+/// program handles its own faults). Where the previous disposition was SIG_DFL or SIG_IGN, a
+/// fault the describer recognises gets one line on stderr (when `describe` is set), the default
+/// action is restored and the handler returns, so the fault re-raises with the usual signal and
+/// core. Returns 0 or an errno.
+int arena_fault_handler_install(arena_fault_describer_t describer, int describe);
+/// Whether the fault handler is installed.
+int arena_fault_handler_installed(void);
 /// Touches one byte per page of [addr, addr+size) (reading and writing back the same value) under
 /// a per-thread sigsetjmp guard: a SIGSEGV/SIGBUS inside the range makes it return EFAULT instead
-/// of killing the process. Needs the fault handler (installed if it is not). Returns 0 or EFAULT.
-/// Protects against faults the kernel does deliver (file-backed or hugetlb memory, injected
-/// faults, a protected page); on this kernel real memory exhaustion is a SIGKILL from the OOM
-/// killer, which nothing can catch.
+/// of killing the process. Needs the fault handler (ARENA_OPTIONS commit_probe:on installs it at
+/// load): without it nothing is touched and 0 is returned. Protects against faults the kernel
+/// does deliver (file-backed or hugetlb memory, injected faults, a protected page); on this kernel
+/// real memory exhaustion is a SIGKILL from the OOM killer, which nothing can catch.
 int arena_probe_range(void *addr, size_t size);
 
-/// Gives the calling thread its own alternate signal stack (mmap'd, 64 KiB) if it has none, so a
-/// stack-overflow fault can still be diagnosed. Returns 0 or an errno.
+/// Gives the calling thread its own alternate signal stack (mmap'd, at least 64 KiB) if it has
+/// none, so a stack-overflow fault can still be diagnosed; the stack is disabled and unmapped when
+/// the thread exits (a pthread key destructor). Only for `fault_handler:on`, at a safe point: the
+/// load of the library (main thread) and the start of each thread created through pthread_create.
+/// Returns 0 or an errno.
 int arena_thread_alt_stack(void);
 
 // MARK: - errno
@@ -121,11 +140,16 @@ _Noreturn void arena_fatal_pointer_detail(const char *what, const void *_Nullabl
 typedef struct {
   void *_Nullable cache;
   uintptr_t busy;
+  /// Frees this thread made while it had no cache (the cache is created by its first malloc, or
+  /// by its 32nd free: see ThreadCaches.enterOrCreate).
+  uintptr_t uncached_frees;
 } arena_tls_t;
 
 extern __thread arena_tls_t arena_tls __attribute__((tls_model("initial-exec")));
 
 static inline void *_Nullable arena_tls_get(void) { return __atomic_load_n(&arena_tls.cache, __ATOMIC_RELAXED); }
+/// Counts a free made without a cache; returns the count so far.
+static inline uintptr_t arena_tls_count_uncached_free(void) { return ++arena_tls.uncached_frees; }
 static inline void arena_tls_set(void *_Nullable value) { __atomic_store_n(&arena_tls.cache, value, __ATOMIC_RELAXED); }
 /// Marks the calling thread as holding its cache, then reads the slot.
 static inline void *_Nullable arena_tls_enter(void) {
@@ -206,7 +230,7 @@ typedef struct {
   uint64_t hot_reserve_bytes;   // dirty free memory kept for reuse (hot_reserve_kb, default 4096)
   uint32_t scavenger_enabled;   // scavenger:on|off (default on)
   uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
-  uint32_t fault_handler;       // fault_handler:on|off (default on): SIGSEGV/SIGBUS diagnosis
+  uint32_t fault_handler;       // fault_handler:on|off (default off): SIGSEGV/SIGBUS diagnosis
   uint32_t commit_probe;        // commit_probe:on|off (default off): touch new commits under a guard
   uint32_t guard_pages;         // guard_pages:on|off (default off): a guard page after every run
 } arena_options_t;
@@ -236,6 +260,10 @@ typedef struct {
   arena_options_t options;                 // parsed once from ARENA_OPTIONS
   uint32_t options_state;                  // 0 not parsed, 1 parsing, 2 parsed
   uint32_t scavenger_state;                // 0 not started, 1 starting/running
+  uint32_t inline_release_busy;            // 1 while a thread runs an inline release (no scavenger)
+  uint64_t inline_release_next_ns;         // when the next inline release pass is due
+  uint32_t commit_scarce;                  // 1 once a commit failed: decommit free memory at once
+  uint64_t inline_clean_floor_pages;       // clean free pages left by the last inline release
   uint64_t scavenger_cpu_ns;               // CPU time the scavenger thread has used
   uint64_t scavenger_passes;
 } arena_globals_t;

@@ -43,7 +43,9 @@ enum Allocator {
       if zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 16)) }
       return p
     }
-    if size > Layout.hugeThreshold { return Huge.allocate(h, size: size, alignment: alignment) }
+    if size > Layout.hugeThreshold || alignment > Layout.largestRunAlignment {
+      return Huge.allocate(h, size: size, alignment: alignment)
+    }
     // At least one page: a 0-byte request with a large alignment still needs a unique block.
     let pages = max(1, (size &+ Layout.pageSize &- 1) &>> Layout.pageShift)
     let guarded = Guards.enabled
@@ -161,9 +163,9 @@ enum Allocator {
     }
     PageHeap.releaseLocked(r, d, stamp: now)
     arena_lock_release(&h.pointee.pageLock)
-    if h.pointee.isDefault { Scavenger.ensureStarted() }
     _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(bytes))
     _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+    Scavenger.releaseInline(h)
   }
 
   /// Resizes the block at `p` to `size` bytes: in place when its class still fits or its page run
@@ -347,10 +349,19 @@ extension Allocator {
 
 /// Handles to heaps for the `ArenaAllocator` module; never used by malloc.
 package enum HeapHandle {
-  package static var defaultHeap: UnsafeMutableRawPointer? { Heaps.defaultHeap.map { UnsafeMutableRawPointer($0) } }
-  package static func create(reservationSize: Int) -> UnsafeMutableRawPointer? {
-    Heaps.create(reservationSize: reservationSize, isDefault: false).map { UnsafeMutableRawPointer($0) }
+  /// The default heap, for `Arena.default`. The Swift API is called by the program, never by libc:
+  /// a safe point (SafePoint.swift), where the scavenger may start.
+  package static var defaultHeap: UnsafeMutableRawPointer? {
+    SafePoint.beforeThreadCreation()
+    return Heaps.defaultHeap.map { UnsafeMutableRawPointer($0) }
   }
+  package static func create(reservationSize: Int) -> UnsafeMutableRawPointer? {
+    Faults.installIfAsked(mainThread: false)
+    return Heaps.create(reservationSize: reservationSize, isDefault: false).map { UnsafeMutableRawPointer($0) }
+  }
+  /// Installs the fault handler now if ARENA_OPTIONS asks for it (tests that set the options
+  /// after start-up; the library does this at load).
+  package static func installFaultHandlerIfAsked() { Faults.installIfAsked(mainThread: true) }
   @inline(__always) static func heap(_ raw: UnsafeMutableRawPointer) -> HeapPointer { raw.assumingMemoryBound(to: HeapHeader.self) }
   package static func isDefault(_ raw: UnsafeMutableRawPointer) -> Bool { heap(raw).pointee.isDefault }
   package static var smallClassCount: Int { SizeClass.count }

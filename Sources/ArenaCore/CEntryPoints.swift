@@ -130,7 +130,7 @@ func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
     Allocator.fatal("free():", "pointer was not allocated by this allocator:", p)
   }
   let saved = arena_get_errno()
-  Allocator.deallocate(h, p, cache: ThreadCaches.enterOrCreate(h))
+  Allocator.deallocate(h, p, cache: ThreadCaches.enterOrCreateForFree(h))
   ThreadCaches.leave()
   arena_set_errno(saved)
 }

@@ -1,14 +1,20 @@
-// Diagnosing faults inside an arena. The SIGSEGV/SIGBUS handler lives in CSystemShims (installed
-// on the first heap's creation unless ARENA_OPTIONS has `fault_handler:off`); this is the part
-// that knows the allocator's vocabulary. It runs inside a signal handler: it only reads memory
+// Diagnosing faults inside an arena. The SIGSEGV/SIGBUS handler lives in CSystemShims and is
+// installed only when ARENA_OPTIONS asks for it (`fault_handler:on`, or `commit_probe:on`, which
+// needs it to catch its probes), at a safe point (SafePoint.swift), never by malloc. It passes
+// every fault to the program's own handler, silently; only a fault that is about to kill the
+// process gets the one-line description. This is the part that knows the allocator's vocabulary. It runs inside a signal handler: it only reads memory
 // (the registry, page map and descriptors, racily: a best-effort description), takes no lock,
 // calls nothing but its own code and never allocates.
 import CSystemShims
 
 enum Faults {
-  static func install() {
-    guard Scavenger.options.fault_handler != 0 else { return }
-    _ = arena_fault_handler_install(describeFault)
+  /// Installs the handler if ARENA_OPTIONS asks for it; with `fault_handler:on` also gives the
+  /// calling thread an alternate stack when `mainThread` (other threads get theirs as they start).
+  static func installIfAsked(mainThread: Bool) {
+    let o = Scavenger.options
+    guard o.fault_handler != 0 || o.commit_probe != 0 else { return }
+    _ = arena_fault_handler_install(describeFault, Int32(o.fault_handler))
+    if mainThread && o.fault_handler != 0 { _ = arena_thread_alt_stack() }
   }
 }
 
@@ -67,7 +73,7 @@ func describeFault(_ address: UInt, _ buffer: UnsafeMutablePointer<CChar>, _ cap
         } else if d.pointee.kind == RunKind.free {
           switch Int(d.pointee.state) {
           case FreeState.decommitted: line.append("decommitted (free run, PROT_NONE)")
-          case FreeState.clean: line.append("purged (free run, committed, reads as zero)")
+          case FreeState.clean: line.append("purged (free run, committed)")
           default: line.append("free run (committed, dirty)")
           }
         } else if d.pointee.inPartialList == Offer.offeredFlag {

@@ -104,7 +104,6 @@ enum Heaps {
       purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0,
       cacheReclaimedBytes: 0))
     r.pointee.heap = UnsafeMutableRawPointer(h)
-    Faults.install()
     return h
   }
 

@@ -12,26 +12,45 @@ enum Huge {
     Int(truncatingIfNeeded: ((address &>> 12) &* 0x9E37_79B9_7F4A_7C15) &>> 40) & (capacity &- 1)
   }
 
-  /// Maps a huge block of at least `size` bytes aligned to `alignment`.
+  /// Maps a huge block of at least `size` bytes aligned to `alignment`. When the kernel refuses
+  /// (strict overcommit, RLIMIT_DATA), free memory that is still charged is given back and the
+  /// mapping tried once more before ENOMEM.
   static func allocate(_ h: HeapPointer, size: Int, alignment: Int) -> UnsafeMutableRawPointer? {
-    let page = Layout.pageSize
     guard size <= Int.max / 2 &- alignment else { arena_set_errno(ENOMEM); return nil }
+    if let p = map(h, size: size, alignment: alignment) { return p }
+    if Release.giveBackCharge(h), let p = map(h, size: size, alignment: alignment) { return p }
+    arena_set_errno(ENOMEM)
+    return nil
+  }
+
+  /// One attempt at mapping and recording a huge block; nil when the kernel or the table refuses.
+  /// An aligned block is carved from a PROT_NONE reservation of size + alignment (free of charge
+  /// in every overcommit mode) and only the block itself is committed, so a 1 GiB alignment costs
+  /// address space for a moment and charge for the block alone.
+  static func map(_ h: HeapPointer, size: Int, alignment: Int) -> UnsafeMutableRawPointer? {
+    let page = Layout.pageSize
     let bytes = roundUp(size, page)
-    let extra = alignment > page ? alignment : 0
-    var mapped: UnsafeMutableRawPointer? = nil
-    let error = arena_sys_map(bytes &+ extra, &mapped)
-    guard error == 0, let base = mapped else { arena_set_errno(ENOMEM); return nil }
-    var start = UInt(bitPattern: base)
-    if extra > 0 {
-      let aligned = roundUp(start, UInt(alignment))
-      if aligned > start { _ = arena_sys_release(base, Int(aligned &- start)) }
-      let tail = start &+ UInt(bytes &+ extra) &- (aligned &+ UInt(bytes))
-      if tail > 0 { _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: aligned &+ UInt(bytes)), Int(tail)) }
-      start = aligned
+    var start: UInt
+    if alignment <= page {
+      var mapped: UnsafeMutableRawPointer? = nil
+      guard arena_sys_map(bytes, &mapped) == 0, let base = mapped else { return nil }
+      start = UInt(bitPattern: base)
+    } else {
+      var reserved: UnsafeMutableRawPointer? = nil
+      guard arena_sys_reserve(bytes &+ alignment, &reserved) == 0, let base = reserved else { return nil }
+      let low = UInt(bitPattern: base)
+      start = roundUp(low, UInt(alignment))
+      let end = start &+ UInt(bytes)
+      if start > low { _ = arena_sys_release(base, Int(start &- low)) }
+      let tail = low &+ UInt(bytes &+ alignment) &- end
+      if tail > 0 { _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: end), Int(tail)) }
+      guard arena_sys_commit(UnsafeMutableRawPointer(bitPattern: start), bytes) == 0 else {
+        _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: start), bytes)
+        return nil
+      }
     }
     guard record(h, address: start, size: UInt(bytes)) else {
       _ = arena_sys_release(UnsafeMutableRawPointer(bitPattern: start), bytes)
-      arena_set_errno(ENOMEM)
       return nil
     }
     return UnsafeMutableRawPointer(bitPattern: start)
@@ -115,7 +134,10 @@ enum Huge {
     h.pointee.hugeLiveBytes &-= Int(old)
     arena_lock_release(&h.pointee.hugeLock)
     var moved: UnsafeMutableRawPointer? = nil
-    let error = arena_sys_remap(UnsafeMutableRawPointer(bitPattern: address), Int(old), bytes, &moved)
+    var error = arena_sys_remap(UnsafeMutableRawPointer(bitPattern: address), Int(old), bytes, &moved)
+    if error != 0 && bytes > Int(old) && Release.giveBackCharge(h) {
+      error = arena_sys_remap(UnsafeMutableRawPointer(bitPattern: address), Int(old), bytes, &moved)
+    }
     let result = error == 0 ? moved : nil
     let newAddress = result.map { UInt(bitPattern: $0) } ?? address
     _ = record(h, address: newAddress, size: error == 0 ? UInt(bytes) : old)

@@ -87,17 +87,41 @@ enum PageHeap {
     neighbour == state || (state == FreeState.dirty && neighbour == FreeState.clean)
   }
 
+  // MARK: Which free pages read as zero
+  //
+  // One rule: a page is known to read as zero only after MADV_DONTNEED, a fresh commit or a
+  // decommit. Dirty runs never are; decommitted runs always are (committing them gives zero
+  // pages); a clean run is unless it was purged with MADV_FREE (`purge:free`), whose pages keep
+  // their old bytes until the kernel takes them. Such a clean run carries `unzeroedMark` in its
+  // descriptor's `sizeClass` (unused by free runs), and so does any clean run it merges into.
+
+  /// Marks a clean free run whose pages may still hold old bytes.
+  @inline(__always) static var unzeroedMark: UInt8 { 1 }
+
+  /// Whether the pages of free run `d` read as zero (page lock held).
+  @inline(__always)
+  static func readsAsZero(_ d: DescriptorPointer) -> Bool {
+    switch Int(d.pointee.state) {
+    case FreeState.dirty: return false
+    case FreeState.clean: return d.pointee.sizeClass != unzeroedMark
+    default: return true
+    }
+  }
+
   /// Makes pages [start, start+pages) a free run of `state`, merging with free neighbours that
   /// are `mergeable`. The pages' own page-map entries must be 0 except the first and last.
-  static func insertFree(_ r: ReservationPointer, start: Int, pages: Int, state: Int, stamp: UInt) {
+  /// `zeroed` says whether clean pages read as zero (see above); other states ignore it.
+  static func insertFree(_ r: ReservationPointer, start: Int, pages: Int, state: Int, stamp: UInt, zeroed: Bool = true) {
     var first = start
     var count = pages
+    var zero = zeroed
     let map = r.pointee.pageMap
     if start > 0 {
       let e = map[start &- 1]
       if e & 0xFF == 1 {
         let left = r.descriptor(Int(e &>> 8))
         if left.pointee.kind == RunKind.free && mergeable(Int(left.pointee.state), into: state) {
+          zero = zero && readsAsZero(left)
           binRemove(r, left)
           map[start &- 1] = 0
           map[start] = 0
@@ -113,6 +137,7 @@ enum PageHeap {
       if e & 0xFF == 1 && Int(e &>> 8) == end {
         let right = r.descriptor(end)
         if right.pointee.kind == RunKind.free && mergeable(Int(right.pointee.state), into: state) {
+          zero = zero && readsAsZero(right)
           binRemove(r, right)
           map[end &- 1] = 0
           map[end] = 0
@@ -125,7 +150,7 @@ enum PageHeap {
     d.pointee.pageCount = UInt32(count)
     d.pointee.kind = RunKind.free
     d.pointee.state = UInt8(state)
-    d.pointee.sizeClass = 0
+    d.pointee.sizeClass = state == FreeState.clean && !zero ? unzeroedMark : 0
     d.pointee.start = r.address(ofPage: first)
     d.pointee.freeList = stamp
     markBoundary(r, first, count)
@@ -133,8 +158,9 @@ enum PageHeap {
   }
 
   /// Takes a free run of `state` with room for `pages` pages starting at a multiple of
-  /// `alignment` bytes; the rest of it goes back to the bins. Returns the taken run's descriptor.
-  static func takeFree(_ r: ReservationPointer, pages: Int, alignment: Int, state: Int) -> DescriptorPointer? {
+  /// `alignment` bytes; the rest of it goes back to the bins. Returns the taken run's descriptor;
+  /// `zeroed` says whether its pages read as zero.
+  static func takeFree(_ r: ReservationPointer, pages: Int, alignment: Int, state: Int, zeroed: inout Bool) -> DescriptorPointer? {
     let extra = alignment > Layout.pageSize ? (alignment &>> Layout.pageShift) &- 1 : 0
     let need = pages &+ extra
     var bin = Reservation.bin(forPages: need)
@@ -150,6 +176,7 @@ enum PageHeap {
       bin &+= 1
     }
     guard let run = found else { return nil }
+    zeroed = readsAsZero(run)
     binRemove(r, run)
     let start = r.pageIndex(run.pointee.start)
     let total = Int(run.pointee.pageCount)
@@ -165,8 +192,8 @@ enum PageHeap {
     }
     let lead = taken &- start
     let tail = total &- lead &- pages
-    if lead > 0 { insertFree(r, start: start, pages: lead, state: state, stamp: stamp) }
-    if tail > 0 { insertFree(r, start: taken &+ pages, pages: tail, state: state, stamp: stamp) }
+    if lead > 0 { insertFree(r, start: start, pages: lead, state: state, stamp: stamp, zeroed: zeroed) }
+    if tail > 0 { insertFree(r, start: taken &+ pages, pages: tail, state: state, stamp: stamp, zeroed: zeroed) }
     let d = r.descriptor(taken)
     d.pointee.pageCount = UInt32(pages)
     d.pointee.kind = RunKind.large
@@ -189,9 +216,7 @@ enum PageHeap {
     if let run = allocateOnce(h, pages: pages, alignment: alignment) { return run }
     // Out of commit (strict overcommit, RLIMIT_DATA): give back the charge of free memory that
     // is still committed, and try once more. Nothing already allocated is touched.
-    let emptyRuns = Release.releaseEmptyRuns(h, quietBefore: UInt.max)
-    let released = Release.releaseFree(h, .everything)
-    guard released.decommittedBytes > 0 || emptyRuns > 0 else { arena_set_errno(ENOMEM); return nil }
+    guard Release.giveBackCharge(h) else { arena_set_errno(ENOMEM); return nil }
     return allocateOnce(h, pages: pages, alignment: alignment)
   }
 
@@ -203,9 +228,10 @@ enum PageHeap {
       while state <= FreeState.clean {
         var r = h.pointee.firstReservation
         while let res = r {
-          if let d = takeFree(res, pages: pages, alignment: alignment, state: state) {
+          var zeroed = false
+          if let d = takeFree(res, pages: pages, alignment: alignment, state: state, zeroed: &zeroed) {
             arena_lock_release(&h.pointee.pageLock)
-            return TakenRun(reservation: res, descriptor: d, isZeroed: state == FreeState.clean)
+            return TakenRun(reservation: res, descriptor: d, isZeroed: zeroed)
           }
           r = res.pointee.next
         }
@@ -214,7 +240,8 @@ enum PageHeap {
       // 2. Decommitted free runs: commit them outside the lock.
       var r = h.pointee.firstReservation
       while let res = r {
-        if let d = takeFree(res, pages: pages, alignment: alignment, state: FreeState.decommitted) {
+        var zeroed = true
+        if let d = takeFree(res, pages: pages, alignment: alignment, state: FreeState.decommitted, zeroed: &zeroed) {
           arena_lock_release(&h.pointee.pageLock)
           let error = commitAndProbe(d.pointee.start, pages &<< Layout.pageShift)
           arena_lock_acquire(&h.pointee.pageLock)
@@ -345,14 +372,13 @@ enum PageHeap {
 
   // MARK: Release
 
-  /// Returns a run to the free bins as dirty. Its page-map entries must already be 0 except the
-  /// first and last (small runs clear theirs first).
-  static func release(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer) {
-    let now = UInt(arena_sys_now_ns())
+  /// Returns a run to the free bins as dirty, freed at `stamp`. Its page-map entries must already
+  /// be 0 except the first and last (small runs clear theirs first).
+  static func release(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer, stamp: UInt) {
     arena_lock_acquire(&h.pointee.pageLock)
-    releaseLocked(r, d, stamp: now)
+    releaseLocked(r, d, stamp: stamp)
     arena_lock_release(&h.pointee.pageLock)
-    if h.pointee.isDefault { Scavenger.ensureStarted() }
+    Scavenger.releaseInline(h)
   }
 
   static func releaseLocked(_ r: ReservationPointer, _ d: DescriptorPointer, stamp: UInt) {
@@ -391,13 +417,14 @@ enum PageHeap {
     let state = Int(next.pointee.state)
     let nextPages = Int(next.pointee.pageCount)
     let stamp = next.pointee.freeList
+    let zeroed = readsAsZero(next)
     binRemove(r, next)
     next.pointee.kind = RunKind.unused
     r.pointee.pageMap[end] = 0
     r.pointee.pageMap[end &+ nextPages &- 1] = 0
     r.pointee.pageMap[end &- 1] = 0
     let rest = nextPages &- (pages &- old)
-    if rest > 0 { insertFree(r, start: start &+ pages, pages: rest, state: state, stamp: stamp) }
+    if rest > 0 { insertFree(r, start: start &+ pages, pages: rest, state: state, stamp: stamp, zeroed: zeroed) }
     d.pointee.pageCount = UInt32(pages)
     markBoundary(r, start, pages)
     return true

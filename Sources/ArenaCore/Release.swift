@@ -5,7 +5,8 @@
 //   The run becomes "clean".
 // - decommit (mmap MAP_FIXED PROT_NONE): the contents and the commit charge are given back, and
 //   the PROT_NONE range merges with neighbouring PROT_NONE VMAs. Only whole 2 MiB granules are
-//   decommitted, so the VMA count of a reservation stays bounded (at most two boundaries per
+//   decommitted, or pages that extend a PROT_NONE neighbour (which moves a VMA boundary instead of
+//   adding one), so the VMA count of a reservation stays bounded (at most two boundaries per
 //   granule) and a partly released huge page is never re-inflated by khugepaged.
 //
 // A free run is claimed under the page lock (relabelled as taken, so no neighbour merges with it
@@ -22,9 +23,9 @@ enum Release {
 
   /// Which free memory one pass releases.
   struct Policy {
-    /// Purge dirty runs freed before this time (ns since boot); UInt.max: all.
+    /// Purge dirty runs freed at or before this time (ns since boot); UInt.max: all.
     var purgeBefore: UInt = UInt.max
-    /// Decommit whole granules of runs freed before this time; UInt.max: all, 0: none.
+    /// Decommit whole granules of runs freed at or before this time; UInt.max: all, 0: none.
     var decommitBefore: UInt = UInt.max
     /// Dirty free bytes per reservation left alone (the hot reserve)...
     var keepDirtyBytes: Int = 0
@@ -73,13 +74,14 @@ enum Release {
         let start = r.pageIndex(d.pointee.start)
         let pages = Int(d.pointee.pageCount)
         let stamp = d.pointee.freeList
+        let wasZeroed = PageHeap.readsAsZero(d)
+        let decommit = stamp <= policy.decommitBefore
+        let range = decommit ? decommittableRange(r, start: start, pages: pages) : (low: 0, high: 0)
         arena_lock_release(&h.pointee.pageLock)
 
         // Granule-aligned interior: decommitted (when old enough); the edges: purged (if dirty).
-        let g = Layout.granulePages
-        let decommit = stamp < policy.decommitBefore
-        let low = decommit ? roundUp(start, g) : start &+ pages
-        let high = decommit ? ((start &+ pages) / g) &* g : start &+ pages
+        let low = range.high > range.low ? range.low : start &+ pages
+        let high = range.high > range.low ? range.high : start &+ pages
         var decommitted = 0
         if high > low {
           let error = arena_sys_decommit(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: low)),
@@ -97,20 +99,27 @@ enum Release {
         }
         if dirty || decommitted > 0 { purgeMetadata(r, start, pages) }
 
+        // Purged with MADV_FREE, pages keep their old bytes until the kernel takes them: clean
+        // (not resident, not purged again) but not known to read as zero.
+        let cleanZeroed = dirty ? !policy.lazy : wasZeroed
         arena_lock_acquire(&h.pointee.pageLock)
         let map = r.pointee.pageMap
         map[start] = 0
         map[start &+ pages &- 1] = 0
         d.pointee.kind = RunKind.unused
         if decommitted > 0 {
-          if low > start { PageHeap.insertFree(r, start: start, pages: low &- start, state: FreeState.clean, stamp: stamp) }
+          if low > start {
+            PageHeap.insertFree(r, start: start, pages: low &- start, state: FreeState.clean, stamp: stamp, zeroed: cleanZeroed)
+          }
           PageHeap.insertFree(r, start: low, pages: decommitted, state: FreeState.decommitted, stamp: stamp)
-          if start &+ pages > high { PageHeap.insertFree(r, start: high, pages: start &+ pages &- high, state: FreeState.clean, stamp: stamp) }
+          if start &+ pages > high {
+            PageHeap.insertFree(r, start: high, pages: start &+ pages &- high, state: FreeState.clean, stamp: stamp, zeroed: cleanZeroed)
+          }
           r.pointee.committedPages &-= decommitted
           h.pointee.decommittedBytesTotal &+= decommitted &<< Layout.pageShift
           outcome.decommittedBytes &+= decommitted &<< Layout.pageShift
         } else {
-          PageHeap.insertFree(r, start: start, pages: pages, state: FreeState.clean, stamp: stamp)
+          PageHeap.insertFree(r, start: start, pages: pages, state: FreeState.clean, stamp: stamp, zeroed: cleanZeroed)
           if !dirty { skipped &+= 1 }  // a clean run with no whole granule: leave it, look further
         }
         if dirty {
@@ -156,9 +165,41 @@ enum Release {
     if lazy { _ = arena_sys_purge_lazy(p, bytes) } else { _ = arena_sys_purge(p, bytes) }
   }
 
+  /// The pages of free run [start, start+pages) to decommit (page lock held): its whole granules,
+  /// and on each side whose neighbour is already PROT_NONE (a decommitted free run, or the never
+  /// committed space past the frontier) everything up to the run's edge. Extending a PROT_NONE
+  /// range moves a VMA boundary instead of adding one, so the count stays bounded; without it the
+  /// part of a granule that was free later than the rest would stay charged for good. Empty when
+  /// `low >= high`.
+  static func decommittableRange(_ r: ReservationPointer, start: Int, pages: Int) -> (low: Int, high: Int) {
+    let g = Layout.granulePages
+    let end = start &+ pages
+    let map = r.pointee.pageMap
+    var leftNone = false, rightNone = end >= r.pointee.frontier
+    if start > 0 {
+      let e = map[start &- 1]
+      if e & 0xFF == 1 {
+        let left = r.descriptor(Int(e &>> 8))
+        leftNone = left.pointee.kind == RunKind.free && Int(left.pointee.state) == FreeState.decommitted
+      }
+    }
+    if !rightNone {
+      let e = map[end]
+      if e & 0xFF == 1 && Int(e &>> 8) == end {
+        let right = r.descriptor(end)
+        rightNone = right.pointee.kind == RunKind.free && Int(right.pointee.state) == FreeState.decommitted
+      }
+    }
+    let low = leftNone ? start : roundUp(start, g)
+    let high = rightNone ? end : (end / g) &* g
+    if high > low { return (low, high) }
+    // Inside one granule: the whole run, if one side is PROT_NONE already.
+    return leftNone || rightNone ? (start, end) : (0, 0)
+  }
+
   /// Takes one free run of `state` worth releasing out of the bins (page lock held): dirty runs
-  /// freed before `purgeBefore`, or clean runs freed before `decommitBefore` that contain a whole
-  /// granule. Clean runs passed over earlier are skipped (`skip` of them have been seen).
+  /// freed by `purgeBefore`, or clean runs freed by `decommitBefore` with pages to decommit (see
+  /// `decommittableRange`). Clean runs passed over earlier are skipped (`skip` of them have been seen).
   static func claimOne(_ r: ReservationPointer, state: Int, policy: Policy, skip: Int) -> DescriptorPointer? {
     let before = state == FreeState.dirty ? policy.purgeBefore : policy.decommitBefore
     if before == 0 { return nil }
@@ -171,11 +212,10 @@ enum Release {
       var d = PageHeap.binSlot(r, state, bin).pointee
       while let run = d {
         d = run.pointee.next
-        if run.pointee.freeList >= before { continue }
+        if run.pointee.freeList > before { continue }
         if state == FreeState.clean {
-          let start = r.pageIndex(run.pointee.start)
-          let end = start &+ Int(run.pointee.pageCount)
-          if roundUp(start, Layout.granulePages) &+ Layout.granulePages > end { continue }
+          let range = decommittableRange(r, start: r.pageIndex(run.pointee.start), pages: Int(run.pointee.pageCount))
+          if range.high <= range.low { continue }
           if seen < skip { seen &+= 1; continue }
         }
         PageHeap.binRemove(r, run)
@@ -187,8 +227,10 @@ enum Release {
   }
 
   /// Gives back the empty runs each size class keeps for reuse (a class that allocates and frees
-  /// one block at a time keeps one) if the class has seen no free since `quietBefore`. Each such
-  /// run would otherwise pin its granule's commit charge. Returns how many runs went back.
+  /// one block at a time keeps one) if the class has seen no free after `quietBefore`. Each such
+  /// run would otherwise pin its granule's commit charge. The run reaches the page heap stamped
+  /// with the class's last free, so a pass with the same horizon purges it too. Returns how many
+  /// runs went back.
   @discardableResult
   static func releaseEmptyRuns(_ h: HeapPointer, quietBefore: UInt) -> Int {
     var released = 0
@@ -197,16 +239,61 @@ enum Release {
       let central = h.central(c)
       var emptied: DescriptorPointer? = nil
       arena_lock_acquire(&central.pointee.lock)
+      let lastGive = central.pointee.lastGive
       // A class keeps at most one empty run, as its only partial run (SmallRuns.pushDroppingSpare).
-      if central.pointee.lastGive < quietBefore, let run = central.pointee.partial, run.pointee.liveCount == 0 {
+      if lastGive <= quietBefore, let run = central.pointee.partial, run.pointee.liveCount == 0 {
         SmallRuns.detachEmpty(central, run, &emptied)
         released &+= 1
       }
       arena_lock_release(&central.pointee.lock)
-      SmallRuns.releaseDetached(h, emptied)
+      SmallRuns.releaseDetached(h, emptied, stamp: lastGive)
       c &+= 1
     }
     return released
+  }
+
+  /// Out of memory: gives back the commit charge of free memory that is still charged, so that
+  /// the failed request can be tried once more. Other threads' caches not in use, each class's
+  /// kept empty run and every free page run go back (whole free granules are decommitted);
+  /// nothing allocated is touched. Called by every path that takes memory from the kernel (page
+  /// runs and their metadata, reservations, huge mappings), with no lock held. From then on the
+  /// charge counts as scarce (Scavenger.chargeIsScarce). Returns whether anything was given back.
+  static func giveBackCharge(_ h: HeapPointer) -> Bool {
+    arena_atomic_store32(&arena_globals_pointer().pointee.commit_scarce, 1)
+    var released = 0
+    if h.pointee.isDefault {
+      let now = UInt(arena_sys_now_ns())
+      released &+= ThreadCaches.reclaimIdle(h, quietBefore: UInt.max, idleBefore: now, now: now)
+    }
+    released &+= releaseEmptyRuns(h, quietBefore: UInt.max)
+    released &+= releaseFree(h, .everything).decommittedBytes
+    return released > 0
+  }
+
+  /// Whether free memory of `h` holds commit charge that the inline release would give back:
+  /// dirty free pages beyond `keep` bytes in a reservation, or a granule's worth more clean free
+  /// pages than the last inline release left (`cleanFloor`: what fragmentation keeps). A racy
+  /// read without the lock (a hint).
+  static func holdsChargeBeyondReserve(_ h: HeapPointer, keep: Int, cleanFloor: Int) -> Bool {
+    var clean = 0
+    var r = h.pointee.firstReservation
+    while let res = r {
+      if res.pointee.freePages.0 &<< Layout.pageShift > keep { return true }
+      clean &+= res.pointee.freePages.1
+      r = res.pointee.next
+    }
+    return clean >= cleanFloor &+ Layout.granulePages
+  }
+
+  /// Clean free pages of `h` (racy read, a hint).
+  static func cleanFreePages(_ h: HeapPointer) -> Int {
+    var clean = 0
+    var r = h.pointee.firstReservation
+    while let res = r {
+      clean &+= res.pointee.freePages.1
+      r = res.pointee.next
+    }
+    return clean
   }
 
   /// malloc_trim and Arena.scavenge(): empties the calling thread's cache and every other thread's
@@ -238,7 +325,7 @@ enum Release {
   // page. The run goes back on its list with the blocks freed meanwhile. A class is looked at again
   // only once blocks have come back to it since the last look.
 
-  /// Purges the free pages of class `c`'s partly used runs if the class has seen no free since
+  /// Purges the free pages of class `c`'s partly used runs if the class has seen no free after
   /// `quietBefore`. Returns the bytes purged.
   static func purgeFreeBlocks(_ h: HeapPointer, _ c: Int, quietBefore: UInt, policy: Policy) -> Int {
     let central = h.central(c)
@@ -248,7 +335,7 @@ enum Release {
       var detached: DescriptorPointer? = nil
       arena_lock_acquire(&central.pointee.lock)
       let lastGive = central.pointee.lastGive
-      if lastGive >= quietBefore || lastGive < central.pointee.lastScan {
+      if lastGive > quietBefore || lastGive < central.pointee.lastScan {
         arena_lock_release(&central.pointee.lock)
         return purged
       }
@@ -321,7 +408,7 @@ enum Release {
         swept = true
       }
       arena_lock_release(&central.pointee.lock)
-      SmallRuns.releaseDetached(h, emptied)
+      SmallRuns.releaseDetached(h, emptied, stamp: lastGive)
       if swept || !complete { return purged }
     }
     return purged

@@ -26,7 +26,8 @@
 //   PROT_NONE and charges nothing. Runs merge with neighbours of the same state, and a freed
 //   (dirty) run also absorbs clean neighbours (PageHeap.mergeable).
 // - The VMA count of a reservation stays bounded: commits happen in whole granules at the frontier
-//   (one growing read-write VMA), and only whole free granules will ever be decommitted, so the
+//   (one growing read-write VMA), and only whole free granules (or pages next to a decommitted
+//   neighbour, which moves a boundary) will ever be decommitted, so the
 //   number of VMAs is at most 2 x (reservation / 2 MiB) + 6 in the worst case, and 6 in practice.
 import CSystemShims
 
@@ -54,7 +55,8 @@ struct RunDescriptor {
   var pageCount: UInt32
   var kind: UInt8
   var state: UInt8          // free runs: FreeState; taken runs: the state they were taken from
-  var sizeClass: UInt8
+  var sizeClass: UInt8      // small runs: the class; guarded page runs: Guards.guardedRunMark;
+                            // clean free runs: PageHeap.unzeroedMark when not known to read as zero
   var inPartialList: UInt8  // small runs: 1 while on their class's partial list
   var next: DescriptorPointer?
   var prev: DescriptorPointer?

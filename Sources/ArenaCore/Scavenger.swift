@@ -21,6 +21,12 @@
 // - Thread caches. A thread that has not refilled or flushed its cache for the decay time has its
 //   cached blocks taken back (ThreadCache.swift: one membarrier per pass, no atomic operation on
 //   the owner's fast path), so the runs they came from can empty and be released in turn.
+// - Latency. Every piece of freed memory carries the time it was last in use (a page run its
+//   free, a small run the last block given back to its class, an idle thread cache its owner's
+//   last refill or flush), and a pass releases everything whose time is past the decay, whatever
+//   path it took: caches are emptied, runs found empty and given to the page heap, and purged, all
+//   in the same pass. So freed memory reaches the kernel within one decay period plus one tick of
+//   its last use (plus the hot reserve, kept up to 5 s).
 // - Pacing. The thread wakes every decay/4 (between 20 and 250 ms). Each pass is bounded by a
 //   CPU budget: a token bucket filled at 5% of a core (50 ms per second of wall time) holding at
 //   most 250 ms, so a burst of freed memory (1 GiB after a spike) is released within about a
@@ -29,10 +35,19 @@
 // - Locks. The scavenger never holds a lock that allocating threads wait on during a system call:
 //   runs are claimed under the lock, released outside it and inserted back (Release.swift).
 //
-// It is a pthread (not Swift concurrency: it must work inside the preload library), started on
-// the first release of memory to the default heap, the first overflow of a thread cache or the
-// creation of a second thread's cache, with every signal blocked. ARENA_OPTIONS
-// controls it: `decay_ms:N,decommit_ms:N,hot_reserve_kb:N,scavenger:off,purge:free`.
+// It is a pthread (not Swift concurrency: it must work inside the preload library) with every
+// signal blocked, started only at a safe point (SafePoint.swift): when the program creates its
+// first thread, or first uses `Arena.default` from Swift. Never from inside malloc or free.
+//
+// Inline release. A process with no scavenger thread (single-threaded, a fork child, `scavenger:off`,
+// or commit too short to create one) runs the same pass on its free paths instead: at most once
+// per tick, when memory reaches the page heap, within a CPU budget of 2 ms, taking no lock the
+// caller can hold. Under strict overcommit or a finite RLIMIT_DATA (`decommit_ms` 0), dirty free
+// memory beyond the hot reserve is also decommitted at once, so a program that frees everything
+// and sleeps gives its commit charge back. Memory freed within the last decay period before such a
+// program stops calling the allocator stays until its next call (or `malloc_trim`).
+//
+// ARENA_OPTIONS controls it: `decay_ms:N,decommit_ms:N,hot_reserve_kb:N,scavenger:off,purge:free`.
 // Private arenas are not scavenged in the background: `Arena.scavenge()` releases theirs.
 import CSystemShims
 
@@ -43,14 +58,12 @@ enum Scavenger {
     return g.pointee.options
   }
 
-  /// Starts the scavenger thread once, if enabled. Cheap when already started; call without locks.
-  @inline(__always)
-  static func ensureStarted() {
-    let g = arena_globals_pointer()
-    if arena_atomic_load32(&g.pointee.scavenger_state) != 0 { return }
-    start()
+  /// Whether the scavenger thread runs in this process.
+  @inline(__always) static var isRunning: Bool {
+    arena_atomic_load32(&arena_globals_pointer().pointee.scavenger_state) == 1
   }
 
+  /// Starts the scavenger thread once, if enabled. Only at a safe point (SafePoint.swift).
   @inline(never)
   static func start() {
     let g = arena_globals_pointer()
@@ -60,6 +73,58 @@ enum Scavenger {
     let saved = arena_get_errno()
     if arena_sys_thread_start(scavengerMain) != 0 { arena_atomic_store32(&g.pointee.scavenger_state, 0) }
     arena_set_errno(saved)
+  }
+
+  /// Whether the commit charge is scarce: strict overcommit or a finite RLIMIT_DATA at start-up
+  /// (`decommit_ms` defaults to 0 there), or any commit that has failed since (a limit set later).
+  /// Then free memory beyond the hot reserve is decommitted as soon as it is purged.
+  @inline(__always) static func chargeIsScarce(_ o: arena_options_t) -> Bool {
+    o.decommit_ns == 0 || arena_atomic_load32(&arena_globals_pointer().pointee.commit_scarce) != 0
+  }
+
+  /// CPU time one inline pass may use.
+  @inline(__always) static var inlineBudgetNs: UInt64 { 2_000_000 }
+
+  /// Inline release, called by the free paths of the default heap after memory reached the page
+  /// heap, with no lock held: runs a pass when one is due and there is no scavenger thread, and
+  /// under a scarce commit charge decommits dirty memory beyond the hot reserve at once.
+  @inline(__always)
+  static func releaseInline(_ h: HeapPointer) {
+    guard h.pointee.isDefault, !isRunning else { return }
+    releaseInlineSlow(h)
+  }
+
+  @inline(never)
+  static func releaseInlineSlow(_ h: HeapPointer) {
+    let g = arena_globals_pointer()
+    let o = options
+    let now = arena_sys_now_ns()
+    let due = now >= arena_atomic_load64(&g.pointee.inline_release_next_ns)
+    let scarce = chargeIsScarce(o)
+    let cleanFloor = Int(arena_atomic_load64(&g.pointee.inline_clean_floor_pages))
+    guard due || (scarce && Release.holdsChargeBeyondReserve(h, keep: Int(o.hot_reserve_bytes), cleanFloor: cleanFloor)) else { return }
+    // One thread at a time, and never recursively (a pass frees runs itself).
+    var expected: UInt32 = 0
+    guard arena_atomic_cas32(&g.pointee.inline_release_busy, &expected, 1) != 0 else { return }
+    let saved = arena_get_errno()
+    if due {
+      arena_atomic_store64(&g.pointee.inline_release_next_ns, now &+ UInt64(tickNs(o)))
+      _ = pass(h, now: UInt(now), cpuDeadline: arena_sys_thread_cpu_ns() &+ inlineBudgetNs)
+    }
+    if scarce {
+      // The caller's cached blocks and each class's kept empty run would pin their granules'
+      // charge: they go too. (A cache is consistent whenever memory reaches the page heap.)
+      if let tc = ThreadCaches.enter() { ThreadCaches.flushAll(tc) }
+      ThreadCaches.leave()
+      Release.releaseEmptyRuns(h, quietBefore: UInt.max)
+      var policy = Release.Policy()
+      policy.keepDirtyBytes = Int(o.hot_reserve_bytes)
+      policy.lazy = o.lazy_free != 0
+      _ = Release.releaseFree(h, policy)
+      arena_atomic_store64(&g.pointee.inline_clean_floor_pages, UInt64(Release.cleanFreePages(h)))
+    }
+    arena_set_errno(saved)
+    arena_atomic_store32(&g.pointee.inline_release_busy, 0)
   }
 
   /// The time between two passes.
@@ -75,7 +140,7 @@ enum Scavenger {
     let o = options
     var policy = Release.Policy()
     policy.purgeBefore = now &- min(now, UInt(o.decay_ns))
-    policy.decommitBefore = now &- min(now, UInt(o.decommit_ns))
+    policy.decommitBefore = chargeIsScarce(o) ? now : now &- min(now, UInt(o.decommit_ns))
     policy.keepDirtyBytes = Int(o.hot_reserve_bytes)
     policy.reserveExpiresBefore = now &- min(now, max(UInt(o.decommit_ns), reserveExpiryNs))
     policy.cpuDeadline = cpuDeadline
@@ -83,6 +148,8 @@ enum Scavenger {
     // A cache is first seen quiet up to a tick after its owner's last refill or flush: taking it a
     // tick early lets its blocks join the same sweep as the frees that came before them.
     _ = ThreadCaches.reclaimIdle(h, quietBefore: policy.purgeBefore &+ tickNs(o), idleBefore: policy.purgeBefore, now: now)
+    // Runs emptied by those blocks reach the page heap stamped with their last use, so they are
+    // released in this same pass, and so are the runs emptied while partly used runs are swept.
     Release.releaseEmptyRuns(h, quietBefore: policy.purgeBefore)
     var outcome = Release.releaseFree(h, policy)
     var c = 1
@@ -90,6 +157,9 @@ enum Scavenger {
       outcome.purgedBytes &+= Release.purgeFreeBlocks(h, c, quietBefore: policy.purgeBefore, policy: policy)
       c &+= 1
     }
+    let more = Release.releaseFree(h, policy)
+    outcome.purgedBytes &+= more.purgedBytes
+    outcome.decommittedBytes &+= more.decommittedBytes
     return outcome
   }
 }

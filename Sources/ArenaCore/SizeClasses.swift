@@ -26,6 +26,9 @@ enum Layout {
   @inline(__always) static var smallLimit: Int { 32768 }
   /// Requests above this get their own mapping (huge allocations).
   @inline(__always) static var hugeThreshold: Int { 32 << 20 }
+  /// Alignments above this get their own mapping too: inside a reservation a run aligned to more
+  /// than a granule could cost up to its alignment in lead pages, or a reservation of its own.
+  @inline(__always) static var largestRunAlignment: Int { granulePages &<< pageShift }
   /// The default reservation of an arena, and the smallest one tried when that fails (RLIMIT_AS).
   @inline(__always) static var defaultReservation: Int { 1 << 30 }
   @inline(__always) static var minimumReservation: Int { 16 << 20 }

@@ -176,7 +176,7 @@ enum SmallRuns {
     }
     central.pointee.blocksOut &-= count
     arena_lock_release(&central.pointee.lock)
-    releaseDetached(h, emptied)
+    releaseDetached(h, emptied, stamp: now)
   }
 
   /// Allocates a new run for class `c` from the page heap and labels its pages.
@@ -205,8 +205,8 @@ enum SmallRuns {
     return d
   }
 
-  /// Gives an empty small run back to the page heap.
-  static func releaseRun(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer) {
+  /// Gives an empty small run back to the page heap, as freed at `stamp` (its last block's return).
+  static func releaseRun(_ h: HeapPointer, _ r: ReservationPointer, _ d: DescriptorPointer, stamp: UInt) {
     if Guards.smallRunIsGuarded(d, Int(d.pointee.sizeClass)) { Guards.remove(d) }
     let start = r.pageIndex(d.pointee.start)
     let pages = Int(d.pointee.pageCount)
@@ -216,7 +216,7 @@ enum SmallRuns {
       page &+= 1
     }
     d.pointee.kind = RunKind.large
-    PageHeap.release(h, r, d)
+    PageHeap.release(h, r, d, stamp: stamp)
   }
 
   // MARK: Empty runs
@@ -251,12 +251,13 @@ enum SmallRuns {
     push(central, d)
   }
 
-  /// Gives runs detached with `detachEmpty` back to the page heap (no class lock held).
-  static func releaseDetached(_ h: HeapPointer, _ emptied: DescriptorPointer?) {
+  /// Gives runs detached with `detachEmpty` back to the page heap as freed at `stamp` (no class
+  /// lock held).
+  static func releaseDetached(_ h: HeapPointer, _ emptied: DescriptorPointer?, stamp: UInt) {
     var next = emptied
     while let d = next {
       next = d.pointee.next
-      if let r = h.reservation(containing: d.pointee.start) { releaseRun(h, r, d) }
+      if let r = h.reservation(containing: d.pointee.start) { releaseRun(h, r, d, stamp: stamp) }
     }
   }
 

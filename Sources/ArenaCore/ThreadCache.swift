@@ -76,12 +76,27 @@ enum ThreadCaches {
 
   @inline(__always) static func leave() { arena_tls_leave() }
 
-  /// The calling thread's cache (entering it), created on the thread's first allocator call; nil
+  /// The calling thread's cache (entering it), created on the thread's first allocation; nil
   /// while the thread exits, while the cache is lent, or when memory is exhausted.
   @inline(__always)
   static func enterOrCreate(_ h: HeapPointer) -> ThreadCachePointer? {
     if let tc = enter() { return tc }
     return arena_tls_get() == nil ? createCurrent(h) : nil
+  }
+
+  /// Frees a thread makes before it has a cache: `enterOrCreateForFree` creates one only after
+  /// this many.
+  @inline(__always) static var uncachedFreeLimit: UInt { 32 }
+
+  /// The calling thread's cache for a free (entering it). A thread that has not allocated gets a
+  /// cache only on its 32nd free: a detached thread's exit path frees memory (glibc frees the DTVs
+  /// of cached stacks) after its thread-exit hooks have run, and a cache created then would never
+  /// be handed back. A thread that only frees (a queue's consumer) gets its cache soon enough.
+  @inline(__always)
+  static func enterOrCreateForFree(_ h: HeapPointer) -> ThreadCachePointer? {
+    if let tc = enter() { return tc }
+    guard arena_tls_get() == nil, arena_tls_count_uncached_free() >= uncachedFreeLimit else { return nil }
+    return createCurrent(h)
   }
 
   /// Creates the calling thread's cache (first allocator call of a thread), or nil if the thread is
@@ -103,7 +118,6 @@ enum ThreadCaches {
       k &+= 1
     }
     arena_lock_acquire(&h.pointee.cacheLock)
-    let multiThreaded = h.pointee.threadCaches != nil
     tc.pointee.next = h.pointee.threadCaches
     h.pointee.threadCaches?.pointee.prev = tc
     h.pointee.threadCaches = tc
@@ -111,10 +125,6 @@ enum ThreadCaches {
     // Set the slot first: pthread_setspecific may call calloc, which must find this cache.
     arena_tls_set(block)
     _ = arena_thread_exit_register(threadExit, block)
-    arena_atfork_install(forkPrepare, forkParent, forkChild)
-    _ = arena_thread_alt_stack()  // so a fault on this thread's stack can still be diagnosed
-    // A second thread's cache: caches can now sit idle while others work, so the scavenger runs.
-    if multiThreaded { Scavenger.ensureStarted() }
     return tc
   }
 
@@ -187,7 +197,6 @@ enum ThreadCaches {
   static func flushOverfullAndLeave(_ tc: ThreadCachePointer, _ c: Int) {
     overflow(tc, c)
     leave()
-    Scavenger.ensureStarted()  // memory flows back: from now on idle caches are watched
   }
 
   /// Empties every bin of a cache into the centrals (`idleSince`: see `SmallRuns.give`); returns

@@ -13,10 +13,13 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "CSystemShims.h"
 
 // The Swift core's entry points. Hidden: the calls below become direct tail jumps, not PLT calls.
 #define ARENA_CORE __attribute__((visibility("hidden")))
@@ -30,10 +33,52 @@ ARENA_CORE extern int arena_trim(void);
 ARENA_CORE extern int arena_offer_block(void *p);
 ARENA_CORE extern int arena_reclaim_block(void *p);
 extern long arena_statistics(uint64_t *out, long count);
+ARENA_CORE extern void arena_safe_point_load(void);
+ARENA_CORE extern void arena_safe_point_thread(void);
+ARENA_CORE extern int arena_wants_thread_alt_stack(void);
 
 #define ARENA_EXPORT __attribute__((visibility("default")))
 
 ARENA_EXPORT int arena_malloc_is_active(void) { return 1; }
+
+// MARK: - Safe points (SafePoint.swift): the only places that set up anything process-wide
+
+// Load: before main (or at dlopen), on the only thread. Starts no thread.
+__attribute__((constructor)) static void arena_at_load(void) { arena_safe_point_load(); }
+
+// With fault_handler:on, each new thread gives itself an alternate signal stack before the
+// program's start routine runs (released by a thread-exit hook). The record is freed at once.
+struct arena_thread_start {
+  void *(*routine)(void *);
+  void *argument;
+};
+
+static void *arena_start_with_alt_stack(void *raw) {
+  struct arena_thread_start start = *(struct arena_thread_start *)raw;
+  free(raw);
+  arena_thread_alt_stack();
+  return start.routine(start.argument);
+}
+
+// Thread creation: the program calls pthread_create itself, so no libc lock that pthread_create
+// needs is held, and the scavenger thread can be started the same way. glibc's own threads (timer
+// and AIO helpers) are created internally and do not pass here; they need no safe point.
+ARENA_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *restrict attr,
+                                void *(*routine)(void *), void *restrict argument) {
+  arena_safe_point_thread();
+  arena_pthread_create_t next = arena_next_pthread_create();
+  if (arena_wants_thread_alt_stack()) {
+    struct arena_thread_start *start = malloc(sizeof *start);
+    if (start) {
+      start->routine = routine;
+      start->argument = argument;
+      int error = next(thread, attr, arena_start_with_alt_stack, start);
+      if (error) free(start);
+      return error;
+    }
+  }
+  return next(thread, attr, routine, argument);
+}
 
 ARENA_EXPORT void *malloc(size_t size) { return arena_malloc(size); }
 ARENA_EXPORT void free(void *p) { arena_free(p); }

@@ -1,0 +1,1 @@
+../ArenaCore/SafePoint.swift
