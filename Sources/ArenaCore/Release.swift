@@ -35,6 +35,9 @@ enum Release {
     var cpuDeadline: UInt64 = 0
     /// Purge with MADV_FREE instead of MADV_DONTNEED.
     var lazy: Bool = false
+    /// Decommit every free run whole, not only its granules (out of memory: the charge of the
+    /// holes between live runs goes back too, at the cost of a few more VMAs).
+    var wholeRuns: Bool = false
 
     /// Everything, now (malloc_trim, Arena.scavenge()).
     static var everything: Policy { Policy() }
@@ -76,7 +79,8 @@ enum Release {
         let stamp = d.pointee.freeList
         let wasZeroed = PageHeap.readsAsZero(d)
         let decommit = stamp <= policy.decommitBefore
-        let range = decommit ? decommittableRange(r, start: start, pages: pages) : (low: 0, high: 0)
+        let range = !decommit ? (low: 0, high: 0)
+          : policy.wholeRuns ? (low: start, high: start &+ pages) : decommittableRange(r, start: start, pages: pages)
         arena_lock_release(&h.pointee.pageLock)
 
         // Granule-aligned interior: decommitted (when old enough); the edges: purged (if dirty).
@@ -204,8 +208,8 @@ enum Release {
     let before = state == FreeState.dirty ? policy.purgeBefore : policy.decommitBefore
     if before == 0 { return nil }
     var seen = 0
-    // A clean run worth decommitting holds a whole granule: smaller bins need no look.
-    var bin = state == FreeState.clean ? Reservation.bin(forPages: Layout.granulePages) : 0
+    // Clean runs smaller than a granule qualify too, next to a decommitted neighbour.
+    var bin = 0
     while true {
       bin = PageHeap.nextNonEmptyBin(r, state, from: bin)
       if bin < 0 { return nil }
@@ -213,7 +217,7 @@ enum Release {
       while let run = d {
         d = run.pointee.next
         if run.pointee.freeList > before { continue }
-        if state == FreeState.clean {
+        if state == FreeState.clean && !policy.wholeRuns {
           let range = decommittableRange(r, start: r.pageIndex(run.pointee.start), pages: Int(run.pointee.pageCount))
           if range.high <= range.low { continue }
           if seen < skip { seen &+= 1; continue }
@@ -266,7 +270,9 @@ enum Release {
       released &+= ThreadCaches.reclaimIdle(h, quietBefore: UInt.max, idleBefore: now, now: now)
     }
     released &+= releaseEmptyRuns(h, quietBefore: UInt.max)
-    released &+= releaseFree(h, .everything).decommittedBytes
+    var policy = Policy.everything
+    policy.wholeRuns = true
+    released &+= releaseFree(h, policy).decommittedBytes
     return released > 0
   }
 
