@@ -9,6 +9,9 @@
 # release memory, so "usable >= 95% of the headroom" is checked as: when malloc reports ENOMEM,
 # at most 5% of the headroom is still uncommitted. Exit status 1 if ours misses that, crashes or
 # corrupts a block (arena-stress fails), or keeps more than 16 MiB charged after free.
+# Then the single-threaded case (Tests/Fixtures/compat_commit_exhaustion.c: one thread, no
+# scavenger thread, allocate until ENOMEM, free everything, sleep 3 s) for arena and glibc: exit
+# status 1 if ours keeps more than 64 MiB charged or got less than 85% of the headroom.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 headroom_mb=${HEADROOM_MB:-768}
@@ -34,6 +37,8 @@ int main(int argc, char **argv) {  // commits argv[1] MiB without touching it, t
 }
 C
 cc -O2 -o "$hog_bin" "$hog_src"
+single_bin=${hog_src%.c}-single
+cc -O2 -pthread -o "$single_bin" Tests/Fixtures/compat_commit_exhaustion.c
 
 old_mode=$(cat /proc/sys/vm/overcommit_memory)
 old_ratio=$(cat /proc/sys/vm/overcommit_ratio)
@@ -43,7 +48,7 @@ restore() {
   [ -n "$hog_pid" ] && kill "$hog_pid" 2>/dev/null && wait "$hog_pid" 2>/dev/null || true
   if [ "$old_kbytes" != 0 ]; then echo "$old_kbytes" > /proc/sys/vm/overcommit_kbytes; else echo "$old_ratio" > /proc/sys/vm/overcommit_ratio; fi
   echo "$old_mode" > /proc/sys/vm/overcommit_memory
-  rm -f "$hog_src" "$hog_bin"
+  rm -f "$hog_src" "$hog_bin" "$single_bin"
 }
 trap restore EXIT INT TERM
 
@@ -86,5 +91,28 @@ for name in arena glibc jemalloc mimalloc tcmalloc; do
     elif [ "$charged" -gt 16 ]; then echo "arena: $charged MiB still charged after free"; status=1
     fi
   fi
+done
+
+# Single-threaded exhaustion: the program never creates a thread, so no scavenger thread runs;
+# the allocator's free paths must give the charge back themselves.
+printf '\nsingle-threaded (compat_commit_exhaustion):\n%-10s %13s %11s %13s\n' allocator "headroom MiB" "usable MiB" "charged after"
+for name in arena glibc; do
+  [ "$only" = all ] || [ "$only" = "$name" ] || continue
+  lib=${libs[$name]}
+  echo 2 > /proc/sys/vm/overcommit_memory
+  free_kb=$(( $(field CommitLimit) - $(field Committed_AS) ))
+  hog_mb=$(( free_kb / 1024 - headroom_mb ))
+  if [ "$hog_mb" -lt 0 ]; then echo 0 > /dev/null; echo "$old_mode" > /proc/sys/vm/overcommit_memory; echo "not enough commit limit"; exit 2; fi
+  coproc HOG { exec "$hog_bin" "$hog_mb"; }
+  hog_pid=$HOG_PID
+  read -r _ <&"${HOG[0]}"
+  out=$(timeout -s KILL 60 env ${lib:+LD_PRELOAD=$lib} "$single_bin" 2>&1) && rc=0 || rc=$?
+  kill "$hog_pid" 2>/dev/null; wait "$hog_pid" 2>/dev/null || true; hog_pid=""
+  echo "$old_mode" > /proc/sys/vm/overcommit_memory
+  value() { sed -n "s/^$1=\(-\?[0-9.]*\)$/\1/p" <<<"$out" | head -1; }
+  start_kib=$(value committed_as_start_kib); after_kib=$(value committed_as_after_3s_kib)
+  charged=$([ -n "$start_kib" ] && [ -n "$after_kib" ] && echo $(( (after_kib - start_kib) / 1024 )) || echo "?")
+  printf '%-10s %13s %11s %13s%s\n' "$name" "$(value headroom_mib)" "$(value usable_mib)" "$charged" "$([ $rc -ne 0 ] && echo "  (exit $rc)")"
+  if [ "$name" = arena ] && [ $rc -ne 0 ]; then echo "$out"; status=1; fi
 done
 exit $status

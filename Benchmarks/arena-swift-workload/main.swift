@@ -6,7 +6,9 @@
 //   RESULT workload=swift-json ops=<customers encoded+decoded> seconds=<s> checksum=<hex>
 //   PEAK hwm_kib=<VmHWM>
 //
-// Parameters (key=value): customers=1000 rounds=2 chunks=8 seed=1.
+// Parameters (key=value): customers=1000 rounds=2 chunks=8 seed=1 idle=0.
+// With idle=S (seconds), the program then sits idle with everything freed and prints its RSS
+// after 0, 0.5, 1, 1.5, 2, 3, ... S seconds as `IDLE t=<s> rss_kib=<n>` (release latency).
 // Exit status 3 when a round trip does not give back the model, 2 on bad usage.
 
 import Dispatch
@@ -26,14 +28,14 @@ func fail(_ code: Int32, _ message: String) -> Never {
 }
 
 struct Parameters {
-  var customers = 1000, rounds = 2, chunks = 8
+  var customers = 1000, rounds = 2, chunks = 8, idle = 0
   var seed: UInt64 = 1
 
   init(_ args: [String]) {
     var kv: [String: String] = [:]
     for arg in args {
       if arg == "help" || arg == "--help" || arg == "-h" {
-        print("usage: arena-swift-workload [customers=1000] [rounds=2] [chunks=8] [seed=1]")
+        print("usage: arena-swift-workload [customers=1000] [rounds=2] [chunks=8] [seed=1] [idle=0]")
         exit(0)
       }
       guard let eq = arg.firstIndex(of: "=") else { fail(2, "bad parameter '\(arg)'") }
@@ -48,6 +50,7 @@ struct Parameters {
     rounds = max(1, take("rounds", rounds))
     chunks = max(1, take("chunks", chunks))
     seed = UInt64(truncatingIfNeeded: take("seed", 1))
+    idle = max(0, take("idle", 0))
     if let unknown = kv.keys.sorted().first { fail(2, "unknown parameter '\(unknown)'") }
   }
 }
@@ -272,3 +275,24 @@ func run() {
 }
 
 run()
+
+/// Resident set size in KiB (VmRSS).
+func residentKiB() -> Int {
+  guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return -1 }
+  for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+    return Int(line.dropFirst(6).filter { $0.isNumber }) ?? -1
+  }
+  return -1
+}
+
+let idleSeconds = Parameters(Array(CommandLine.arguments.dropFirst())).idle
+if idleSeconds > 0 {
+  let start = now()
+  var marks: [Double] = [0, 0.5, 1, 1.5, 2]
+  if idleSeconds > 2 { marks += (3...idleSeconds).map(Double.init) }
+  for mark in marks where mark <= Double(idleSeconds) {
+    let wait = start + mark - now()
+    if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
+    print("IDLE t=\(mark) rss_kib=\(residentKiB())")
+  }
+}
