@@ -43,8 +43,12 @@ ARENA_EXPORT int arena_malloc_is_active(void) { return 1; }
 
 // MARK: - Safe points (SafePoint.swift): the only places that set up anything process-wide
 
-// Load: before main (or at dlopen), on the only thread. Starts no thread.
-__attribute__((constructor)) static void arena_at_load(void) { arena_safe_point_load(); }
+// Load: before main (or at dlopen), on the only thread. Starts no thread. libc's pthread_create
+// is looked up here, so the wrapper below never calls dlsym (which takes the loader's lock).
+__attribute__((constructor)) static void arena_at_load(void) {
+  arena_safe_point_load();
+  (void)arena_next_pthread_create();
+}
 
 // With fault_handler:on, each new thread gives itself an alternate signal stack before the
 // program's start routine runs (released by a thread-exit hook). The record is freed at once.
