@@ -210,6 +210,7 @@ int arena_sys_membarrier(void) {
 }
 
 static void *thread_trampoline(void *body) {
+  pthread_setname_np(pthread_self(), "arena-scavenger");  // prctl: what top and gdb show
   ((void (*)(void *))body)(NULL);
   return NULL;
 }

@@ -363,8 +363,13 @@ enum Fork {
     visit(&h.pointee.pageLock)
     visit(&h.pointee.hugeLock)
     visit(&g.pointee.registry_lock)
-    // The child has no scavenger thread: let it start again on first need.
-    if reset { arena_atomic_store32(&g.pointee.scavenger_state, 0) }
+    // The child has no scavenger thread: it starts again when the child creates a thread. Until
+    // then the child releases inline, but not at once: most children exec right away.
+    if reset {
+      arena_atomic_store32(&g.pointee.scavenger_state, 0)
+      arena_atomic_store32(&g.pointee.inline_release_busy, 0)
+      arena_atomic_store64(&g.pointee.inline_release_next_ns, arena_sys_now_ns() &+ UInt64(Scavenger.tickNs(Scavenger.options)))
+    }
   }
 
   /// In the child: only the forking thread exists. The caches of the other threads go back to the
