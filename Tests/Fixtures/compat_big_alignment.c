@@ -23,22 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 enum { ITER = 200 };
 static const long GROWTH_LIMIT = 64L << 20;
 
-static long status_bytes(const char *field) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  size_t len = strlen(field);
-  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-    if (strncmp(line, field, len) == 0 && line[len] == ':') return strtol(line + len + 1, NULL, 10) * 1024;
-  return -1;
-}
 
 static double now_ms(void) {
   struct timespec ts;
@@ -68,10 +57,7 @@ static const struct kind kinds[] = {
 };
 
 int main(void) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   int ok = 1;
 
   // (b) Under RLIMIT_AS = 16 GiB, run first, while the process is still small. The child reports

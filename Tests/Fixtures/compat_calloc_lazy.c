@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int finished;
@@ -71,10 +73,7 @@ static long variant(int count, size_t size, int trim, long sleep_before) {
 }
 
 int main(void) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   const char *opts = getenv("ARENA_OPTIONS");
   printf("arena_options=%s\n", opts ? opts : "");
   int ok = 1;

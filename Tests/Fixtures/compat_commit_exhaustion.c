@@ -36,26 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 static const long SETTLE_SLACK = 64L << 20;
 static const double USABLE_FRACTION = 0.85;
 // Every page is touched for the first 1 GiB; beyond that (strict mode on a big machine) only the
 // first and last byte of each block, to stay within the time budget (the charge is per mapping).
 static const uint64_t TOUCH_BUDGET = (uint64_t)1 << 30;
 
-// A "Name:  N kB" field of a /proc file in bytes (open/read only), -1 if missing.
-static long proc_field(const char *path, const char *field) {
-  char buf[8192];
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  size_t len = strlen(field);
-  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-    if (strncmp(line, field, len) == 0 && line[len] == ':') return strtol(line + len + 1, NULL, 10) * 1024;
-  return -1;
-}
 
 static long vmdata(void) { return proc_field("/proc/self/status", "VmData"); }
 static long committed(void) { return proc_field("/proc/meminfo", "Committed_AS"); }
@@ -76,10 +64,7 @@ static uint64_t next(uint64_t *s) {
 }
 
 int main(int argc, char **argv) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
 
   long limit_mib = -1;
   for (int i = 1; i < argc; i++) {

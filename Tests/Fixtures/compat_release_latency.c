@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 enum { WORKERS = 2, BURSTS = 6, MAX_BLOCKS = 1 << 16 };
 static const size_t BURST_BYTES = 100u * 1000 * 1000;
 static const long SLACK = 24L << 20;
@@ -51,17 +53,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int done_count, finished;
 
-static long rss_bytes(void) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *line = strstr(buf, "\nVmRSS:");
-  return line ? strtol(line + 7, NULL, 10) * 1024 : -1;
-}
+static long rss_bytes(void) { return status_bytes("VmRSS"); }
+
 
 static double now_s(void) {
   struct timespec ts;
@@ -139,10 +132,7 @@ static void *worker_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   int report = argc > 1 && strcmp(argv[1], "--report") == 0;
   long start = rss_bytes();
   pthread_barrier_init(&barrier, NULL, WORKERS);

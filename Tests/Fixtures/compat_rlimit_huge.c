@@ -21,23 +21,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 static const long HEADROOM = 256L << 20;
 static const size_t TOTAL = (size_t)200 << 20;
 static const size_t BIG = (size_t)100 << 20;
 
-static long status_bytes(const char *field) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  size_t len = strlen(field);
-  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-    if (strncmp(line, field, len) == 0 && line[len] == ':') return strtol(line + len + 1, NULL, 10) * 1024;
-  return -1;
-}
 
 static void touch(char *p, size_t n) {
   for (size_t i = 0; i < n; i += 4096) p[i] = (char)(i >> 12);
@@ -73,10 +62,7 @@ static void child_run(const char *name, size_t block) {
 }
 
 int main(void) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   static const struct { const char *name; size_t block; } patterns[] = {
     { "blocks_1mib", (size_t)1 << 20 },
     { "blocks_40mib", (size_t)40 << 20 },

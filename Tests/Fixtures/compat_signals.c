@@ -30,6 +30,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 enum { FAULTS = 100, BLOCK = 64 << 10 };
 
 static volatile sig_atomic_t fault_count;
@@ -143,10 +145,7 @@ int main(void) {
   if (child == 0) child_run();
   if (child > 0) while (waitpid(child, &child_status, 0) < 0 && errno == EINTR) {}
 
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   int ok = 1;
 
   // (a)

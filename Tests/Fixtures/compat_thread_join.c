@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 enum { ROUNDS = 6, JOINABLE = 60, DETACHED = 60 };
 
 static atomic_int detached_done;
@@ -52,10 +54,7 @@ static void *detached_body(void *arg) {
 }
 
 int main(void) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   signal(SIGALRM, on_alarm);
   alarm(15);
   double t0 = now_ms();

@@ -27,26 +27,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat_fixture.h"
+
 enum { THREADS = 5000, CHILD_THREADS = 10000, BATCH = 50 };
 static const long GROWTH_LIMIT = 32L << 20;
 static const long CHILD_HEADROOM = 128L << 20;
 
 static atomic_int failures;
 
-// A field of /proc/self/status in bytes (open/read only: no allocation), -1 if missing.
-static long status_bytes(const char *field) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  size_t len = strlen(field);
-  for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-    if (strncmp(line, field, len) == 0 && line[len] == ':') return strtol(line + len + 1, NULL, 10) * 1024;
-  return -1;
-}
 
 static void *altstack_body(void *arg) {
   int *result = arg;
@@ -113,10 +101,7 @@ static void child_run(void) {
 }
 
 int main(void) {
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  int (*is_active)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "arena_malloc_is_active");
-  printf("arena_malloc_is_active=%d\n", is_active ? is_active() : 0);
-  fflush(stdout);
+  print_allocator();
   int ok = 1;
 
   // (a) No alternate signal stack appears in a thread that allocates.
