@@ -53,7 +53,8 @@ int arena_sys_release(void *_Nullable addr, size_t size);
 size_t arena_sys_page_size(void);
 /// /proc/sys/vm/overcommit_memory (0, 1 or 2), read with open/read/close (never malloc), once.
 int arena_sys_overcommit_mode(void);
-/// Monotonic clock in nanoseconds (vDSO, no syscall on the common path).
+/// Monotonic clock in nanoseconds at tick resolution (CLOCK_MONOTONIC_COARSE: vDSO, no syscall,
+/// no TSC read; 1-4 ms steps).
 uint64_t arena_sys_now_ns(void);
 /// Resident set size of the process in bytes, read from /proc/self/statm without malloc; 0 on error.
 uint64_t arena_sys_resident_bytes(void);

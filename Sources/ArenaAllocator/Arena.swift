@@ -148,6 +148,9 @@ public struct ArenaStatistics: Sendable {
   public var freeDecommittedBytes: Int
   /// Bytes of free small blocks parked in thread caches.
   public var cachedBytes: Int
+  /// Bytes of free small blocks parked in the size classes' transfer caches (whole batches on
+  /// their way from the threads that free them to the threads that allocate them).
+  public var transferCachedBytes: Int
   /// Live page runs (bytes and count).
   public var largeLiveBytes: Int
   public var largeLiveCount: Int
@@ -185,6 +188,7 @@ public struct ArenaStatistics: Sendable {
     freeCleanBytes = s.freeCleanBytes
     freeDecommittedBytes = s.freeDecommittedBytes
     cachedBytes = s.cachedBytes
+    transferCachedBytes = s.transferCachedBytes
     largeLiveBytes = s.largeLiveBytes
     largeLiveCount = s.largeLiveCount
     hugeLiveBytes = s.hugeLiveBytes

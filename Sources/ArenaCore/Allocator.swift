@@ -278,6 +278,7 @@ package struct HeapCounters {
   package var commitCalls = 0
   package var smallLiveBytes = 0
   package var cachedBytes = 0
+  package var transferCachedBytes = 0
   package var purgedBytesTotal = 0
   package var decommittedBytesTotal = 0
   package var scavengerCPUNanoseconds = 0
@@ -290,7 +291,8 @@ package struct HeapCounters {
 
 extension Allocator {
   /// Fills `counters` and, per size class c in 1...SizeClass.count, `liveBlocks[c]` (blocks in
-  /// use) and `cachedBlocks[c]` (blocks parked in thread caches).
+  /// use) and `cachedBlocks[c]` (blocks parked in thread caches; transfer caches are counted in
+  /// `transferCachedBytes`).
   package static func counters(_ h: HeapPointer, liveBlocks: UnsafeMutablePointer<Int>?,
                                cachedBlocks: UnsafeMutablePointer<Int>?) -> HeapCounters {
     var s = HeapCounters()
@@ -331,14 +333,16 @@ extension Allocator {
       let central = h.central(c)
       arena_lock_acquire(&central.pointee.lock)
       let out = central.pointee.blocksOut
+      let parked = central.pointee.transferBlocks
       s.smallRunCount &+= Int(central.pointee.runCount)
       arena_lock_release(&central.pointee.lock)
       let cached = ThreadCaches.cachedBlocks(h, c)
-      let live = max(0, out &- cached)
+      let live = max(0, out &- cached &- parked)
       liveBlocks?[c] = live
       cachedBlocks?[c] = cached
       s.smallLiveBytes &+= live &* SizeClass.size(ofClass: c)
       s.cachedBytes &+= cached &* SizeClass.size(ofClass: c)
+      s.transferCachedBytes &+= parked &* SizeClass.size(ofClass: c)
       c &+= 1
     }
     return s

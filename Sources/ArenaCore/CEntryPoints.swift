@@ -147,7 +147,8 @@ public func arenaTrim() -> Int32 {
 }
 
 /// Fills `out[0..<count]` with the default heap's counters, in this order: reserved, committed,
-/// metadata, live, small live, large live, large count, huge live, huge count, cached, free dirty,
+/// metadata, live, small live, large live, large count, huge live, huge count, cached (thread and
+/// transfer caches), free dirty,
 /// free clean, free decommitted, purged total, decommitted total, reservations, commit calls,
 /// scavenger CPU ns, scavenger passes, offered, reclaimed intact, discarded, taken back from idle
 /// thread caches.
@@ -162,7 +163,7 @@ public func arenaStatistics(_ out: UnsafeMutablePointer<UInt64>?, _ count: Int) 
   let s = Allocator.counters(h, liveBlocks: nil, cachedBlocks: nil)
   let values = (s.reservedBytes, s.committedBytes, s.metadataBytes,
                 s.smallLiveBytes &+ s.largeLiveBytes &+ s.hugeLiveBytes, s.smallLiveBytes,
-                s.largeLiveBytes, s.largeLiveCount, s.hugeLiveBytes, s.hugeLiveCount, s.cachedBytes,
+                s.largeLiveBytes, s.largeLiveCount, s.hugeLiveBytes, s.hugeLiveCount, s.cachedBytes &+ s.transferCachedBytes,
                 s.freeDirtyBytes, s.freeCleanBytes, s.freeDecommittedBytes, s.purgedBytesTotal,
                 s.decommittedBytesTotal, s.reservationCount, s.commitCalls,
                 s.scavengerCPUNanoseconds, s.scavengerPasses, s.offeredBytes, s.reclaimedIntactBytes,

@@ -242,6 +242,8 @@ enum Release {
     while c <= SizeClass.count {
       let central = h.central(c)
       var emptied: DescriptorPointer? = nil
+      // A quiet class's parked batches go back to their runs first: they may empty some.
+      if central.pointee.lastGive <= quietBefore && central.pointee.transferBatches > 0 { SmallRuns.drainTransfer(h, c) }
       arena_lock_acquire(&central.pointee.lock)
       let lastGive = central.pointee.lastGive
       // A class keeps at most one empty run, as its only partial run (SmallRuns.pushDroppingSpare).

@@ -34,7 +34,9 @@ enum SmallRuns {
     UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret) ^ UInt(bitPattern: block)
   }
 
-  /// Takes up to `count` blocks of class `c` (at least one unless memory is exhausted).
+  /// Takes up to `count` blocks of class `c` (at least one unless memory is exhausted). A request
+  /// for more than one block may instead get a whole batch from the transfer cache, of any size
+  /// (then `tail` is nil).
   static func take(_ h: HeapPointer, _ c: Int, count: Int) -> BlockList {
     let central = h.central(c)
     let size = UInt(SizeClass.size(ofClass: c))
@@ -42,6 +44,13 @@ enum SmallRuns {
     let secret = UInt(truncatingIfNeeded: arena_globals_pointer().pointee.secret)
     var list = BlockList(head: nil, tail: nil, count: 0)
     arena_lock_acquire(&central.pointee.lock)
+    if count > 1 && central.pointee.transferBatches > 0 {
+      central.pointee.transferBatches &-= 1
+      let batch = h.transferSlots(c)[central.pointee.transferBatches]
+      central.pointee.transferBlocks &-= batch.count
+      arena_lock_release(&central.pointee.lock)
+      return BlockList(head: batch.head, tail: nil, count: batch.count)
+    }
     while list.count < count {
       guard let d = central.pointee.partial else {
         arena_lock_release(&central.pointee.lock)
@@ -76,6 +85,36 @@ enum SmallRuns {
     arena_lock_release(&central.pointee.lock)
     list.tail?.storeBytes(of: 0, as: UInt.self)
     return list
+  }
+
+  /// Empties class `c`'s transfer cache into the runs, as freed at the class's last free (the
+  /// scavenger, trim and out-of-memory paths, before they look for empty runs). Returns whether
+  /// there was anything.
+  @discardableResult
+  static func drainTransfer(_ h: HeapPointer, _ c: Int) -> Bool {
+    let central = h.central(c)
+    // One list of all the batches (linked tail to head), given back in one call.
+    arena_lock_acquire(&central.pointee.lock)
+    let n = central.pointee.transferBatches
+    let lastGive = central.pointee.lastGive
+    var head: UnsafeMutableRawPointer? = nil
+    var count = 0
+    var i = 0
+    while i < n {
+      let batch = h.transferSlots(c)[i]
+      var tail = batch.head!
+      while let next = UnsafeMutableRawPointer(bitPattern: tail.load(as: UInt.self)) { tail = next }
+      tail.storeBytes(of: UInt(bitPattern: head), as: UInt.self)
+      head = batch.head
+      count &+= batch.count
+      i &+= 1
+    }
+    central.pointee.transferBatches = 0
+    central.pointee.transferBlocks = 0
+    arena_lock_release(&central.pointee.lock)
+    guard n > 0 else { return false }
+    give(h, c, head, count: count, idleSince: max(1, lastGive))
+    return true
   }
 
   // MARK: Released pages
@@ -156,6 +195,15 @@ enum SmallRuns {
       central.pointee.sweepGive = UInt.max  // a sweep under way must not count these as seen
     } else {
       central.pointee.lastGive = now
+      // A batch from a busy thread: park it whole for the next refill (blocks taken back from
+      // idle caches go to their runs, so they can be released).
+      if count >= TransferBatch.minimumBlocks && central.pointee.transferBatches < TransferBatch.slots {
+        h.transferSlots(c)[central.pointee.transferBatches] = TransferBatch(head: first, count: count)
+        central.pointee.transferBatches &+= 1
+        central.pointee.transferBlocks &+= count
+        arena_lock_release(&central.pointee.lock)
+        return
+      }
     }
     var next = first
     while let block = next {

@@ -157,7 +157,7 @@ ARENA_EXPORT struct mallinfo2 mallinfo2(void) {
   m.hblkhd = s[STAT_HUGE_LIVE];
   m.uordblks = s[STAT_LIVE] - s[STAT_HUGE_LIVE];     // in use inside the arena
   m.fordblks = s[STAT_COMMITTED] > m.uordblks ? s[STAT_COMMITTED] - m.uordblks : 0;
-  m.fsmblks = s[STAT_CACHED];                        // free blocks parked in thread caches
+  m.fsmblks = s[STAT_CACHED];                        // free blocks parked in thread and transfer caches
   m.keepcost = s[STAT_FREE_DIRTY];                   // releasable by malloc_trim now
   return m;
 }
@@ -198,7 +198,7 @@ ARENA_EXPORT void malloc_stats(void) {
   at = put_line(buf, at, cap, "committed bytes    = ", s[STAT_COMMITTED]);
   at = put_line(buf, at, cap, "metadata bytes     = ", s[STAT_METADATA]);
   at = put_line(buf, at, cap, "in use bytes       = ", s[STAT_LIVE]);
-  at = put_line(buf, at, cap, "thread-cached bytes= ", s[STAT_CACHED]);
+  at = put_line(buf, at, cap, "cached bytes       = ", s[STAT_CACHED]);
   at = put_line(buf, at, cap, "free dirty bytes   = ", s[STAT_FREE_DIRTY]);
   at = put_line(buf, at, cap, "free clean bytes   = ", s[STAT_FREE_CLEAN]);
   at = put_line(buf, at, cap, "decommitted bytes  = ", s[STAT_FREE_DECOMMITTED]);
