@@ -8,6 +8,7 @@
 #include <linux/membarrier.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -181,6 +182,30 @@ uint64_t arena_sys_random64(void) {
   return v ? v : 0x5DEECE66Dull;
 }
 
+long arena_sys_thread_count(void) {
+  char buf[1024];
+  int saved = errno;
+  long n = read_small_file("/proc/self/stat", buf, sizeof buf);
+  errno = saved;
+  if (n <= 0) return -1;
+  // "pid (comm) state ppid ...": fields after the last ')' start with field 3.
+  const char *s = strrchr(buf, ')');
+  if (!s) return -1;
+  int field = 2;
+  for (s++; *s && field < 20; s++) if (*s == ' ') field++;
+  long count = 0;
+  while (*s >= '0' && *s <= '9') count = count * 10 + (*s++ - '0');
+  return count > 0 ? count : -1;
+}
+
+uint64_t arena_sys_address_space_limit(void) {
+  struct rlimit limit;
+  int saved = errno;
+  int ok = getrlimit(RLIMIT_AS, &limit) == 0;
+  errno = saved;
+  return ok && limit.rlim_cur != RLIM_INFINITY ? (uint64_t)limit.rlim_cur : UINT64_MAX;
+}
+
 uint64_t arena_sys_thread_cpu_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -236,6 +261,11 @@ int arena_sys_thread_start(void (*body)(void *_Nullable)) {
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
+  // An ordinary time-shared thread, whatever the creating thread runs as (SCHED_FIFO, ...).
+  struct sched_param normal = { .sched_priority = 0 };
+  pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+  pthread_attr_setschedpolicy(&attr, SCHED_OTHER);
+  pthread_attr_setschedparam(&attr, &normal);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);  // the new thread inherits "all blocked"
@@ -293,14 +323,10 @@ static void parse_options(void) {
     else if (option_is(env, name_len, "guard_pages")) o.guard_pages = option_is(value, value_len, "on");
     env = *end ? end + 1 : end;
   }
-  // Under strict overcommit, or a finite RLIMIT_DATA (which charges committed memory the same
-  // way), the commit charge is the scarce resource: unless the user chose otherwise, give it back
-  // as soon as a run is purged.
-  struct rlimit data;
-  int saved = errno;
-  int data_limited = getrlimit(RLIMIT_DATA, &data) == 0 && data.rlim_cur != RLIM_INFINITY;
-  errno = saved;
-  if (!decommit_set && (arena_sys_overcommit_mode() == 2 || data_limited)) o.decommit_ns = 0;
+  // Under strict overcommit the commit charge is the scarce resource, shared with every other
+  // process: unless the user chose otherwise, give it back as soon as a run is purged. (A finite
+  // RLIMIT_DATA only limits this process: the charge is given back when a commit fails.)
+  if (!decommit_set && arena_sys_overcommit_mode() == 2) o.decommit_ns = 0;
   arena_globals.options = o;
   __atomic_store_n(&arena_globals.options_state, 2, __ATOMIC_RELEASE);
 }
@@ -389,11 +415,15 @@ static void create_exit_key(void) {
   exit_key_error = pthread_key_create(&exit_key, exit_trampoline);
 }
 
-int arena_thread_exit_register(void (*hook)(void *_Nullable), void *value) {
+int arena_thread_exit_prepare(void (*hook)(void *_Nullable)) {
   exit_hook = hook;
   pthread_once(&exit_key_once, create_exit_key);
-  if (exit_key_error) return exit_key_error;
-  return pthread_setspecific(exit_key, value);
+  return exit_key_error;
+}
+
+int arena_thread_exit_register(void (*hook)(void *_Nullable), void *value) {
+  int error = arena_thread_exit_prepare(hook);
+  return error ? error : pthread_setspecific(exit_key, value);
 }
 
 static int atfork_installed;
@@ -449,15 +479,22 @@ static void fault_handler(int sig, siginfo_t *info, void *context) {
     siglongjmp(*jump, 1);  // SA_NODEFER: no signal mask to restore
   }
   struct sigaction *previous = sig == SIGSEGV ? &previous_segv : &previous_bus;
-  // The program's own handler gets the fault as if the arena's were not there: no output.
-  if ((previous->sa_flags & SA_SIGINFO) && previous->sa_sigaction) {
-    previous->sa_sigaction(sig, info, context);
+  // The program's own handler gets the fault as if the arena's were not there: no output. A
+  // handler installed with SA_RESETHAND runs once; the next fault takes the default action.
+  struct sigaction chained = *previous;
+  if (chained.sa_flags & SA_RESETHAND) {
+    memset(previous, 0, sizeof *previous);
+    previous->sa_handler = SIG_DFL;
+  }
+  if ((chained.sa_flags & SA_SIGINFO) && chained.sa_sigaction) {
+    chained.sa_sigaction(sig, info, context);
     return;
   }
-  if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_DFL && previous->sa_handler != SIG_IGN) {
-    previous->sa_handler(sig);
+  if (!(chained.sa_flags & SA_SIGINFO) && chained.sa_handler != SIG_DFL && chained.sa_handler != SIG_IGN) {
+    chained.sa_handler(sig);
     return;
   }
+  if (!(chained.sa_flags & SA_SIGINFO) && chained.sa_handler == SIG_IGN && info->si_code <= 0) return;
   // The fault is fatal: say what the address was, restore the default action and return; the
   // faulting instruction runs again and the process dies with the usual signal (and core).
   int saved = errno;
@@ -474,6 +511,9 @@ static void fault_handler(int sig, siginfo_t *info, void *context) {
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   sigaction(sig, &dfl, NULL);
+  // A signal sent with kill/raise (si_code <= 0) has no faulting instruction to run again:
+  // send it once more, now to the default action.
+  if (info->si_code <= 0) raise(sig);
   errno = saved;
 }
 
@@ -482,13 +522,21 @@ static pthread_key_t alt_stack_key;
 static pthread_once_t alt_stack_key_once = PTHREAD_ONCE_INIT;
 static int alt_stack_key_error;
 
+static size_t alt_stack_size(void) {
+  long minimum = sysconf(_SC_SIGSTKSZ);
+  return minimum > 64 * 1024 ? (size_t)minimum : 64 * 1024;
+}
+
+// At thread exit: the library's stack is unmapped, whether the thread still uses it (it is
+// disabled first), replaced it with its own or disabled it.
 static void alt_stack_release(void *stack) {
   stack_t current;
-  if (sigaltstack(NULL, &current) == 0 && current.ss_sp == stack && !(current.ss_flags & SS_ONSTACK)) {
+  if (sigaltstack(NULL, &current) == 0 && current.ss_sp == stack) {
+    if (current.ss_flags & SS_ONSTACK) return;  // running on it: leave it
     stack_t off = { .ss_sp = NULL, .ss_flags = SS_DISABLE, .ss_size = 0 };
     sigaltstack(&off, NULL);
-    munmap(stack, current.ss_size);
   }
+  munmap(stack, alt_stack_size());
 }
 
 static void create_alt_stack_key(void) { alt_stack_key_error = pthread_key_create(&alt_stack_key, alt_stack_release); }
@@ -499,8 +547,7 @@ int arena_thread_alt_stack(void) {
   if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return 0;
   pthread_once(&alt_stack_key_once, create_alt_stack_key);
   if (alt_stack_key_error) return alt_stack_key_error;
-  long minimum = sysconf(_SC_SIGSTKSZ);
-  size_t size = minimum > 64 * 1024 ? (size_t)minimum : 64 * 1024;
+  size_t size = alt_stack_size();
   void *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (stack == MAP_FAILED) { int e = errno; errno = saved; return e; }
   stack_t alt = { .ss_sp = stack, .ss_flags = 0, .ss_size = size };

@@ -62,6 +62,10 @@ uint64_t arena_sys_resident_bytes(void);
 long arena_sys_vma_count(void);
 /// 64 random bits from the kernel (AT_RANDOM / getrandom), never zero.
 uint64_t arena_sys_random64(void);
+/// Threads of the process (field 20 of /proc/self/stat, read without malloc); -1 on error.
+long arena_sys_thread_count(void);
+/// The RLIMIT_AS soft limit in bytes, or UINT64_MAX when there is none.
+uint64_t arena_sys_address_space_limit(void);
 /// CPU time used by the calling thread, in nanoseconds.
 uint64_t arena_sys_thread_cpu_ns(void);
 /// Sleeps the calling thread for `ns` nanoseconds (restarted on EINTR).
@@ -176,9 +180,12 @@ static inline uintptr_t arena_tls_remote_busy(const arena_tls_t *_Nonnull slot) 
 /// such barrier (then thread caches are never taken from their owners).
 int arena_sys_membarrier(void);
 
+/// Creates the thread-exit key for `hook` once (at load, before the program can use up its
+/// 1,024 keys). Returns 0 or an errno.
+int arena_thread_exit_prepare(void (*hook)(void *_Nullable));
 /// Arranges for `hook(value)` to run when the calling thread exits (a pthread key destructor).
 /// The key is created once; pthread_setspecific may itself call calloc, so set the thread-local
-/// slot before calling this. Returns 0 or an errno.
+/// slot before calling this. Returns 0 or an errno (then the hook will not run).
 int arena_thread_exit_register(void (*hook)(void *_Nullable), void *value);
 
 /// Installs fork handlers once (pthread_atfork); later calls are ignored.

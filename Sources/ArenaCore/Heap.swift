@@ -148,7 +148,12 @@ enum Heaps {
     while true {
       var expected: UInt32 = 0
       if arena_atomic_cas32(&g.pointee.default_heap_state, &expected, 1) != 0 {
-        guard let h = create(reservationSize: Layout.defaultReservation, isDefault: true),
+        // Under RLIMIT_AS the reservation is address space the program may need for itself:
+        // at most an eighth of the limit (further reservations are added as the heap grows).
+        let limit = arena_sys_address_space_limit()
+        let size = limit == UInt64.max ? Layout.defaultReservation
+          : max(Layout.minimumReservation, min(Layout.defaultReservation, Int(limit / 8) & ~(Layout.minimumReservation &- 1)))
+        guard let h = create(reservationSize: size, isDefault: true),
               let r = h.pointee.firstReservation else {
           arena_atomic_store32(&g.pointee.default_heap_state, 0)
           return nil

@@ -29,7 +29,7 @@ enum Huge {
   /// address space for a moment and charge for the block alone.
   static func map(_ h: HeapPointer, size: Int, alignment: Int) -> UnsafeMutableRawPointer? {
     let page = Layout.pageSize
-    let bytes = roundUp(size, page)
+    let bytes = max(page, roundUp(size, page))  // a 0-byte request still gets a unique, freeable block
     var start: UInt
     if alignment <= page {
       var mapped: UnsafeMutableRawPointer? = nil

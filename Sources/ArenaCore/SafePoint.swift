@@ -19,7 +19,9 @@
 //   pthread_create takes (it would deadlock under glibc too), and the scavenger thread can be
 //   created the same way. This is where the scavenger starts: once per process, and again in a
 //   fork child once the child creates a thread. With fault_handler:on the new thread gets its
-//   alternate stack first thing, and gives it back when it exits.
+//   alternate stack first thing, and gives it back when it exits. The scavenger stops itself
+//   when the program is single-threaded again (its threads joined), and starts again with the
+//   next thread.
 // - The Swift API (`Arena.default`, `Arena(reserving:)`): called by the program, never by libc.
 //
 // Where no safe point after load is reached (single-threaded programs, fork children that create
@@ -32,6 +34,7 @@ enum SafePoint {
   static func atLoad() {
     _ = Scavenger.options
     arena_atfork_install(forkPrepare, forkParent, forkChild)
+    _ = arena_thread_exit_prepare(threadExit)
     Faults.installIfAsked(mainThread: true)
   }
 

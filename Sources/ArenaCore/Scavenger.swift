@@ -42,9 +42,9 @@
 // Inline release. A process with no scavenger thread (single-threaded, a fork child, `scavenger:off`,
 // or commit too short to create one) runs the same pass on its free paths instead: at most once
 // per tick, when memory reaches the page heap, within a CPU budget of 2 ms, taking no lock the
-// caller can hold. Under strict overcommit or a finite RLIMIT_DATA (`decommit_ms` 0), dirty free
-// memory beyond the hot reserve is also decommitted at once, so a program that frees everything
-// and sleeps gives its commit charge back. Memory freed within the last decay period before such a
+// caller can hold. Under strict overcommit (`decommit_ms` 0), or once a commit has failed, dirty
+// free memory beyond the hot reserve is also decommitted at once, so a program that frees
+// everything and sleeps gives its commit charge back. Memory freed within the last decay period before such a
 // program stops calling the allocator stays until its next call (or `malloc_trim`).
 //
 // ARENA_OPTIONS controls it: `decay_ms:N,decommit_ms:N,hot_reserve_kb:N,scavenger:off,purge:free`.
@@ -75,11 +75,25 @@ enum Scavenger {
     arena_set_errno(saved)
   }
 
-  /// Whether the commit charge is scarce: strict overcommit or a finite RLIMIT_DATA at start-up
-  /// (`decommit_ms` defaults to 0 there), or any commit that has failed since (a limit set later).
-  /// Then free memory beyond the hot reserve is decommitted as soon as it is purged.
+  /// Whether the commit charge is scarce: strict overcommit (`decommit_ms` defaults to 0 there),
+  /// or a commit has failed (RLIMIT_DATA, or a limit reached since start-up). Then free memory
+  /// beyond the hot reserve is decommitted as soon as it is purged.
   @inline(__always) static func chargeIsScarce(_ o: arena_options_t) -> Bool {
     o.decommit_ns == 0 || arena_atomic_load32(&arena_globals_pointer().pointee.commit_scarce) != 0
+  }
+
+  /// Called by the scavenger thread each tick: when it is the only thread besides one other (the
+  /// program's threads have been joined), it marks itself stopped and returns true, so the
+  /// program is single-threaded again as under glibc; the next pthread_create starts a new one.
+  static func processIsSingleThreadedAgain() -> Bool {
+    guard arena_sys_thread_count() == 2 else { return false }
+    let g = arena_globals_pointer()
+    var running: UInt32 = 1
+    guard arena_atomic_cas32(&g.pointee.scavenger_state, &running, 0) != 0 else { return true }
+    if arena_sys_thread_count() == 2 { return true }
+    // A thread was created meanwhile: run on, unless its creator already started a new scavenger.
+    var stopped: UInt32 = 0
+    return arena_atomic_cas32(&g.pointee.scavenger_state, &stopped, 1) == 0
   }
 
   /// CPU time one inline pass may use.
@@ -174,6 +188,16 @@ func scavengerMain(_ unused: UnsafeMutableRawPointer?) {
   while true {
     let o = Scavenger.options
     arena_sys_sleep_ns(UInt64(Scavenger.tickNs(o)))
+    if Scavenger.processIsSingleThreadedAgain() {
+      // Last pass: everything freed so far (the joined threads' caches too) is past its decay,
+      // so it does not wait for a free path that a quiet program may never take.
+      if let h = Heaps.defaultHeapIfCreated {
+        let cpu0 = arena_sys_thread_cpu_ns()
+        _ = Scavenger.pass(h, now: UInt(arena_sys_now_ns() &+ o.decay_ns), cpuDeadline: cpu0 &+ bucket)
+        _ = arena_atomic_add64(&g.pointee.scavenger_cpu_ns, arena_sys_thread_cpu_ns() &- cpu0)
+      }
+      return
+    }
     let now = arena_sys_now_ns()
     bucket = min(bucketLimit, bucket &+ (now &- last) / rate)
     last = now

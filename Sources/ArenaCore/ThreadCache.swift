@@ -124,7 +124,12 @@ enum ThreadCaches {
     arena_lock_release(&h.pointee.cacheLock)
     // Set the slot first: pthread_setspecific may call calloc, which must find this cache.
     arena_tls_set(block)
-    _ = arena_thread_exit_register(threadExit, block)
+    guard arena_thread_exit_register(threadExit, block) == 0 else {
+      // No thread-exit hook (the program used up its pthread keys): a cache could never be handed
+      // back, so this thread works without one.
+      threadExit(block)
+      return nil
+    }
     return tc
   }
 

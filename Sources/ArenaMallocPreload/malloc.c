@@ -65,23 +65,30 @@ static void *arena_start_with_alt_stack(void *raw) {
 }
 
 // Thread creation: the program calls pthread_create itself, so no libc lock that pthread_create
-// needs is held, and the scavenger thread can be started the same way. glibc's own threads (timer
-// and AIO helpers) are created internally and do not pass here; they need no safe point.
+// needs is held, and the scavenger thread can be started the same way. The program's thread is
+// created first: under RLIMIT_NPROC or a pids limit the scavenger takes only what is left (the
+// free paths release memory when it cannot start). glibc's own threads (timer and AIO helpers)
+// are created internally and do not pass here; they need no safe point.
 ARENA_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *restrict attr,
                                 void *(*routine)(void *), void *restrict argument) {
-  arena_safe_point_thread();
   arena_pthread_create_t next = arena_next_pthread_create();
+  int error = -1;
   if (arena_wants_thread_alt_stack()) {
     struct arena_thread_start *start = malloc(sizeof *start);
     if (start) {
       start->routine = routine;
       start->argument = argument;
-      int error = next(thread, attr, arena_start_with_alt_stack, start);
+      error = next(thread, attr, arena_start_with_alt_stack, start);
       if (error) free(start);
-      return error;
     }
   }
-  return next(thread, attr, routine, argument);
+  if (error == -1) error = next(thread, attr, routine, argument);
+  if (error == 0) {
+    int saved = errno;
+    arena_safe_point_thread();
+    errno = saved;
+  }
+  return error;
 }
 
 ARENA_EXPORT void *malloc(size_t size) { return arena_malloc(size); }
@@ -106,11 +113,6 @@ ARENA_EXPORT int posix_memalign(void **out, size_t alignment, size_t size) {
   return 0;
 }
 
-ARENA_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
-  // glibc accepts any power of two (C17 drops the size-multiple rule).
-  return arena_aligned_alloc(alignment, size);
-}
-
 ARENA_EXPORT void *memalign(size_t alignment, size_t size) {
   // glibc rounds a non-power-of-two alignment up to the next power of two.
   if (alignment > (SIZE_MAX >> 1) + 1) { errno = EINVAL; return NULL; }
@@ -120,6 +122,12 @@ ARENA_EXPORT void *memalign(size_t alignment, size_t size) {
     alignment = a;
   }
   return arena_aligned_alloc(alignment ? alignment : 1, size);
+}
+
+ARENA_EXPORT void *aligned_alloc(size_t alignment, size_t size) {
+  // glibc 2.36 serves aligned_alloc as memalign: 0 and non-powers of two are rounded up, not
+  // refused (C17 drops the size-multiple rule; glibc 2.38 starts refusing non-powers of two).
+  return memalign(alignment, size);
 }
 
 ARENA_EXPORT void *valloc(size_t size) { return arena_aligned_alloc((size_t)sysconf(_SC_PAGESIZE), size); }

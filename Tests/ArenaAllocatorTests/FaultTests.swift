@@ -90,6 +90,39 @@ import Testing
   }
 }
 
+extension FaultTests {
+  /// raise(SIGSEGV) has no faulting instruction to run again: with the handler installed it must
+  /// still end the process by SIGSEGV, not be swallowed.
+  @Test func aSentSIGSEGVStillKillsTheProcess() async {
+    await #expect(processExitsWith: .signal(SIGSEGV)) {
+      FaultTests.askForTheHandler()
+      HeapHandle.installFaultHandlerIfAsked()
+      raise(SIGSEGV)
+      exit(0)
+    }
+  }
+
+  /// A program handler installed with SA_RESETHAND runs for the first fault only; the fault
+  /// taken again then gets the default action (as under glibc), not the handler again and again.
+  @Test func aResetHandHandlerRunsOnce() async {
+    let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
+      var action = sigaction()
+      action.__sigaction_handler.sa_sigaction = { _, _, _ in
+        let text: StaticString = "own handler\n"
+        _ = write(2, text.utf8Start, text.utf8CodeUnitCount)
+      }
+      action.sa_flags = SA_SIGINFO | Int32(bitPattern: UInt32(SA_RESETHAND))
+      sigaction(SIGSEGV, &action, nil)
+      FaultTests.askForTheHandler()
+      let arena = Arena(reserving: 64 << 20)!  // installs the arena's handler on top
+      let p = arena.allocate(byteCount: 64)!
+      (p + (32 << 20)).storeBytes(of: 1, as: UInt8.self)
+    }
+    let text = Self.stderr(result)
+    #expect(text.components(separatedBy: "own handler").count - 1 == 1, "\(text.prefix(300))")
+  }
+}
+
 @Suite struct GuardPageTests {
   @Test func overrunPastAPageRunHitsItsGuardPage() async {
     let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {

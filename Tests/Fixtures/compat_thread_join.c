@@ -4,6 +4,8 @@
 // atomic counter and short sleeps (bounded). A faulty allocator that deadlocks in thread
 // creation/exit (seen with >= ~44 threads with 8 MiB stacks alive at once) hangs here; the hang
 // may block signals, so the harness's `timeout -s KILL` is the real guard, alarm(15) only a backup.
+// Afterwards the process must be single-threaded again within 3 s, as under glibc (a background
+// thread the allocator started must not stay for good).
 // Prints arena_malloc_is_active=N, elapsed_ms=N, then "compat_thread_join ok" and exits 0, or
 // "FAIL ..." lines and exits 1.
 //   cc -O2 -pthread -o compat_thread_join Tests/Fixtures/compat_thread_join.c
@@ -98,6 +100,16 @@ int main(void) {
   alarm(0);
   printf("rounds=%d\njoinable_per_round=%d\ndetached=%d\nelapsed_ms=%.0f\n", ROUNDS, JOINABLE, launched, elapsed);
   if (atomic_load(&failures)) { printf("FAIL %d mallocs returned NULL in detached threads\n", atomic_load(&failures)); ok = 0; }
+  // Once every thread is joined or gone the program is single-threaded again, as under glibc
+  // (unshare(CLONE_NEWUSER) and friends need that): no helper thread may stay behind for good.
+  long threads = -1;
+  for (int waited = 0; waited < 3000; waited += 10) {
+    threads = status_bytes("Threads") / 1024;
+    if (threads == 1) break;
+    usleep(10000);
+  }
+  printf("threads_after_join=%ld\n", threads);
+  if (threads != 1) { printf("FAIL %ld threads remain 3 s after every thread was joined or exited\n", threads); ok = 0; }
   if (!ok) return 1;
   printf("compat_thread_join ok\n");
   return 0;

@@ -277,6 +277,22 @@ static void memalign_rounding_and_enomem(void) {
   void *m = memalign(opaque(24), 100);
   check(m && aligned(m, 32), "memalign(24, 100) is 32-aligned", "%p", m);
   free(m);
+  // glibc 2.36 serves aligned_alloc as memalign: 0 and non-powers of two are rounded up.
+  void *a = aligned_alloc(opaque(24), 40);
+  check(a && aligned(a, 32), "aligned_alloc(24, 40) is 32-aligned (glibc 2.36 rounds up)", "%p", a);
+  free(a);
+  a = aligned_alloc(opaque(0), 40);
+  check(a != NULL, "aligned_alloc(0, 40) is served (glibc 2.36)", "%p", a);
+  free(a);
+  // Alignments above the page-run limit with size 0: a unique block, freeable and resizable.
+  void *z1 = aligned_alloc(opaque((size_t)4 << 20), 0), *z2 = aligned_alloc(opaque((size_t)4 << 20), 0);
+  check(z1 && z2 && z1 != z2 && aligned(z1, (size_t)4 << 20) && aligned(z2, (size_t)4 << 20),
+        "aligned_alloc(4 MiB, 0) twice gives two distinct aligned blocks", "%p %p", z1, z2);
+  if (z1) check(malloc_usable_size(z1) < ((size_t)1 << 30), "malloc_usable_size of a 0-byte aligned block", "%zu", malloc_usable_size(z1));
+  void *z3 = realloc(z1, 100);
+  check(z3 != NULL, "realloc of a 0-byte 4 MiB-aligned block", "%p", z3);
+  free(z3);
+  free(z2);
   errno = 0;
   void *x = aligned_alloc(opaque(64), opaque(SIZE_MAX - 10));
   int e = errno;
