@@ -76,6 +76,9 @@ struct TransferBatch {
   @inline(__always) static var slots: Int { 32 }
   /// Smaller batches go back to their runs at once (a single block has nobody to meet).
   @inline(__always) static var minimumBlocks: Int { 4 }
+  /// Bytes of blocks a class parks at most: parked blocks keep their runs from emptying, so the
+  /// cache is kept to a few batches (72 classes x 64 KiB = 4.5 MiB at worst).
+  @inline(__always) static var maximumBytes: Int { 64 << 10 }
 }
 
 /// One mapping of a huge allocation.

@@ -197,7 +197,8 @@ enum SmallRuns {
       central.pointee.lastGive = now
       // A batch from a busy thread: park it whole for the next refill (blocks taken back from
       // idle caches go to their runs, so they can be released).
-      if count >= TransferBatch.minimumBlocks && central.pointee.transferBatches < TransferBatch.slots {
+      if count >= TransferBatch.minimumBlocks && central.pointee.transferBatches < TransferBatch.slots
+        && (central.pointee.transferBlocks &+ count) &* SizeClass.size(ofClass: c) <= TransferBatch.maximumBytes {
         h.transferSlots(c)[central.pointee.transferBatches] = TransferBatch(head: first, count: count)
         central.pointee.transferBatches &+= 1
         central.pointee.transferBlocks &+= count
