@@ -71,8 +71,8 @@ struct TransferBatch {
   var head: UnsafeMutableRawPointer?
   var count: Int
 
-  /// Slots per class (32 x 16 B x 73 classes: 37 KiB of the heap's header region): with flushes
-  /// of half a bin, up to 16 bins' worth, enough for a consumer that frees in bursts.
+  /// Slots per class (32 x 16 B x 73 classes: 37 KiB of the heap's header region); `maximumBytes`
+  /// usually binds first.
   @inline(__always) static var slots: Int { 32 }
   /// Smaller batches go back to their runs at once (a single block has nobody to meet).
   @inline(__always) static var minimumBlocks: Int { 4 }
