@@ -356,7 +356,7 @@ package enum HeapHandle {
   /// The default heap, for `Arena.default`. The Swift API is called by the program, never by libc:
   /// a safe point (SafePoint.swift), where the scavenger may start.
   package static var defaultHeap: UnsafeMutableRawPointer? {
-    SafePoint.beforeThreadCreation()
+    SafePoint.atThreadCreation()
     return Heaps.defaultHeap.map { UnsafeMutableRawPointer($0) }
   }
   package static func create(reservationSize: Int) -> UnsafeMutableRawPointer? {

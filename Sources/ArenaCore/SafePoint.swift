@@ -14,8 +14,9 @@
 //   the main thread's alternate stack installed. No thread is started: a program that never
 //   creates one stays single-threaded, as under glibc (unshare(CLONE_NEWUSER) still works, and
 //   libc and libstdc++ keep their single-threaded fast paths).
-// - Thread creation: the library's `pthread_create` wrapper, before it creates the program's
-//   thread. The program is calling pthread_create itself, so it holds none of the locks
+// - Thread creation: the library's `pthread_create` wrapper, right after it created the
+//   program's thread (first, so that under RLIMIT_NPROC the program's thread is not the one
+//   refused). The program is calling pthread_create itself, so it holds none of the locks
 //   pthread_create takes (it would deadlock under glibc too), and the scavenger thread can be
 //   created the same way. This is where the scavenger starts: once per process, and again in a
 //   fork child once the child creates a thread. With fault_handler:on the new thread gets its
@@ -38,10 +39,10 @@ enum SafePoint {
     Faults.installIfAsked(mainThread: true)
   }
 
-  /// The program is about to create a thread, or calls the Swift API of the default arena:
+  /// The program has created a thread, or calls the Swift API of the default arena:
   /// everything `atLoad` does (once), and the scavenger thread.
   @inline(__always)
-  static func beforeThreadCreation() {
+  static func atThreadCreation() {
     let g = arena_globals_pointer()
     if arena_atomic_load32(&g.pointee.scavenger_state) != 0 { return }
     enter()
@@ -60,7 +61,7 @@ public func arenaSafePointLoad() { SafePoint.atLoad() }
 
 /// The thread-creation safe point (the library's pthread_create wrapper).
 @c(arena_safe_point_thread)
-public func arenaSafePointThread() { SafePoint.beforeThreadCreation() }
+public func arenaSafePointThread() { SafePoint.atThreadCreation() }
 
 /// Whether new threads get an alternate signal stack (fault_handler:on).
 @c(arena_wants_thread_alt_stack)
