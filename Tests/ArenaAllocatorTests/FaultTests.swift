@@ -17,6 +17,15 @@ import Testing
     HeapHandle.reloadOptions()
   }
 
+  /// Asks for the arena's handler (installed on top of whatever the program has) and writes far
+  /// beyond a fresh private arena's commit frontier: a fault in arena memory.
+  static func faultInAnArenaUnderItsHandler() {
+    askForTheHandler()
+    let arena = Arena(reserving: 64 << 20)!
+    let p = arena.allocate(byteCount: 64)!
+    (p + (32 << 20)).storeBytes(of: 1, as: UInt8.self)
+  }
+
   @Test func signalDispositionsAreLeftAloneByDefault() async {
     await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
       var before = sigaction(), after = sigaction()
@@ -78,10 +87,7 @@ import Testing
       }
       action.sa_flags = SA_SIGINFO
       sigaction(SIGSEGV, &action, nil)
-      FaultTests.askForTheHandler()
-      let arena = Arena(reserving: 64 << 20)!  // installs the arena's handler on top
-      let p = arena.allocate(byteCount: 64)!
-      (p + (32 << 20)).storeBytes(of: 1, as: UInt8.self)
+      FaultTests.faultInAnArenaUnderItsHandler()
     }
     let text = Self.stderr(result)
     #expect(text.contains("previous handler ran"), "\(text)")
@@ -113,10 +119,7 @@ extension FaultTests {
       }
       action.sa_flags = SA_SIGINFO | Int32(bitPattern: UInt32(SA_RESETHAND))
       sigaction(SIGSEGV, &action, nil)
-      FaultTests.askForTheHandler()
-      let arena = Arena(reserving: 64 << 20)!  // installs the arena's handler on top
-      let p = arena.allocate(byteCount: 64)!
-      (p + (32 << 20)).storeBytes(of: 1, as: UInt8.self)
+      FaultTests.faultInAnArenaUnderItsHandler()
     }
     let text = Self.stderr(result)
     #expect(text.components(separatedBy: "own handler").count - 1 == 1, "\(text.prefix(300))")
