@@ -39,13 +39,17 @@
 // signal blocked, started only at a safe point (SafePoint.swift): when the program creates its
 // first thread, or first uses `Arena.default` from Swift. Never from inside malloc or free.
 //
-// Inline release. A process with no scavenger thread (single-threaded, a fork child, `scavenger:off`,
-// or commit too short to create one) runs the same pass on its free paths instead: at most once
-// per tick, when memory reaches the page heap, within a CPU budget of 2 ms, taking no lock the
-// caller can hold. Under strict overcommit (`decommit_ms` 0), or once a commit has failed, dirty
-// free memory beyond the hot reserve is also decommitted at once, so a program that frees
-// everything and sleeps gives its commit charge back. Memory freed within the last decay period before such a
-// program stops calling the allocator stays until its next call (or `malloc_trim`).
+// It stops itself, after a last pass, when the program is single-threaded again (its threads
+// joined); the next pthread_create starts a new one.
+//
+// Inline release. A process with no scavenger thread (single-threaded, a fork child,
+// `scavenger:off`, or commit too short to create one) runs the same pass on its free paths
+// instead: at most once per tick, when memory reaches the page heap, within a CPU budget of 2 ms,
+// taking no lock the caller can hold. Under strict overcommit (`decommit_ms` 0), or once a commit
+// has failed, dirty free memory beyond the hot reserve is also decommitted at once, so a program
+// that frees everything and sleeps gives its commit charge back. Memory freed within the last
+// decay period before such a program stops calling the allocator stays until its next call (or
+// `malloc_trim`).
 //
 // ARENA_OPTIONS controls it: `decay_ms:N,decommit_ms:N,hot_reserve_kb:N,scavenger:off,purge:free`.
 // Private arenas are not scavenged in the background: `Arena.scavenge()` releases theirs.
