@@ -63,6 +63,15 @@ public func arenaSafePointLoad() { SafePoint.atLoad() }
 @c(arena_safe_point_thread)
 public func arenaSafePointThread() { SafePoint.atThreadCreation() }
 
+/// A thread created through the pthread_create wrapper starts: it takes its cache now, which
+/// registers its thread-exit hook before the program's code runs. A cache created later, by a free
+/// on the thread's exit path after the hooks ran, could never be handed back.
+@c(arena_thread_started)
+public func arenaThreadStarted() {
+  if let h = Heaps.defaultHeap { _ = ThreadCaches.enterOrCreate(h) }
+  ThreadCaches.leave()
+}
+
 /// Whether new threads get an alternate signal stack (fault_handler:on).
 @c(arena_wants_thread_alt_stack)
 public func arenaWantsThreadAltStack() -> Int32 { Scavenger.options.fault_handler != 0 ? 1 : 0 }

@@ -91,7 +91,9 @@ enum ThreadCaches {
   /// The calling thread's cache for a free (entering it). A thread that has not allocated gets a
   /// cache only on its 32nd free: a detached thread's exit path frees memory (glibc frees the DTVs
   /// of cached stacks) after its thread-exit hooks have run, and a cache created then would never
-  /// be handed back. A thread that only frees (a queue's consumer) gets its cache soon enough.
+  /// be handed back. Threads created through the pthread_create wrapper take their cache when they
+  /// start (`arena_thread_started`), so this only guards threads created some other way. A thread
+  /// that only frees (a queue's consumer) gets its cache soon enough.
   @inline(__always)
   static func enterOrCreateForFree(_ h: HeapPointer) -> ThreadCachePointer? {
     if let tc = enter() { return tc }

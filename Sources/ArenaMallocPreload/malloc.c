@@ -36,6 +36,7 @@ extern long arena_statistics(uint64_t *out, long count);
 ARENA_CORE extern void arena_safe_point_load(void);
 ARENA_CORE extern void arena_safe_point_thread(void);
 ARENA_CORE extern int arena_wants_thread_alt_stack(void);
+ARENA_CORE extern void arena_thread_started(void);
 
 #define ARENA_EXPORT __attribute__((visibility("default")))
 
@@ -50,17 +51,22 @@ __attribute__((constructor)) static void arena_at_load(void) {
   (void)arena_next_pthread_create();
 }
 
-// With fault_handler:on, each new thread gives itself an alternate signal stack before the
-// program's start routine runs (released by a thread-exit hook). The record is freed at once.
+// Every thread created through the wrapper starts in this trampoline: it takes its thread cache
+// (and with it its thread-exit hook) before the program's start routine runs, so the frees glibc
+// makes on the thread's exit path, after the exit hooks ran, never create a cache that could not be
+// handed back. With fault_handler:on it also gives itself an alternate signal stack (released by a
+// thread-exit hook). The start record is freed at once.
 struct arena_thread_start {
   void *(*routine)(void *);
   void *argument;
+  int alt_stack;
 };
 
-static void *arena_start_with_alt_stack(void *raw) {
+static void *arena_thread_trampoline(void *raw) {
   struct arena_thread_start start = *(struct arena_thread_start *)raw;
+  arena_thread_started();
   free(raw);
-  arena_thread_alt_stack();
+  if (start.alt_stack) arena_thread_alt_stack();
   return start.routine(start.argument);
 }
 
@@ -72,17 +78,17 @@ static void *arena_start_with_alt_stack(void *raw) {
 ARENA_EXPORT int pthread_create(pthread_t *restrict thread, const pthread_attr_t *restrict attr,
                                 void *(*routine)(void *), void *restrict argument) {
   arena_pthread_create_t next = arena_next_pthread_create();
-  int error = -1;
-  if (arena_wants_thread_alt_stack()) {
-    struct arena_thread_start *start = malloc(sizeof *start);
-    if (start) {
-      start->routine = routine;
-      start->argument = argument;
-      error = next(thread, attr, arena_start_with_alt_stack, start);
-      if (error) free(start);
-    }
+  int error;
+  struct arena_thread_start *start = malloc(sizeof *start);
+  if (start) {
+    start->routine = routine;
+    start->argument = argument;
+    start->alt_stack = arena_wants_thread_alt_stack();
+    error = next(thread, attr, arena_thread_trampoline, start);
+    if (error) free(start);
+  } else {
+    error = next(thread, attr, routine, argument);  // out of memory: the thread starts without
   }
-  if (error == -1) error = next(thread, attr, routine, argument);
   if (error == 0) {
     int saved = errno;
     arena_safe_point_thread();

@@ -37,6 +37,14 @@ import Testing
     try runCompat("compat_thread_join", seconds: 30)
   }
 
+  /// glibc frees memory on a detached thread's exit path after its exit hooks ran; a thread
+  /// cache created then would be left behind, and the allocator would later write into the dead
+  /// thread's storage. 400 detached threads that only free, then malloc_trim around memory the
+  /// program maps itself.
+  @Test func freesOnAThreadsExitPathLeaveNothingBehind() throws {
+    try runCompat("compat_thread_exit_frees", seconds: 60)
+  }
+
   /// No alternate signal stack per thread, VmData flat over 5,000 threads, and 10,000 threads
   /// under RLIMIT_DATA leave room for a 16 MiB block.
   @Test func threadsLeaveNothingBehind() throws {
