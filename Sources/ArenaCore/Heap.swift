@@ -36,9 +36,10 @@ struct HeapHeader {
 
   @inline(__always) static var headerOffset: Int { 4096 }
   @inline(__always) static var centralsOffset: Int { 5120 }
-  @inline(__always) static var hugeTableOffset: Int { 32768 }
-  @inline(__always) static var transferTableOffset: Int { 65536 }
-  @inline(__always) static var hugeTableCapacity: Int { 1024 }
+  @inline(__always) static var transferTableOffset: Int { 32768 }
+  @inline(__always) static var hugeTableOffset: Int { 131072 }
+  /// 4,096 entries of 32 B (128 KiB): up to 2,048 live huge blocks (half full at most, for probing).
+  @inline(__always) static var hugeTableCapacity: Int { 4096 }
 }
 
 /// The shared state of one size class: runs with free blocks, and how many blocks are out.

@@ -17,6 +17,8 @@ enum Huge {
   /// mapping tried once more before ENOMEM.
   static func allocate(_ h: HeapPointer, size: Int, alignment: Int) -> UnsafeMutableRawPointer? {
     guard size <= Int.max / 2 &- alignment else { arena_set_errno(ENOMEM); return nil }
+    // A full table is not a shortage of memory: no charge to give back (racy read, a hint).
+    guard h.pointee.hugeLiveCount < h.pointee.hugeCapacity / 2 else { arena_set_errno(ENOMEM); return nil }
     if let p = map(h, size: size, alignment: alignment) { return p }
     if Release.giveBackCharge(h), let p = map(h, size: size, alignment: alignment) { return p }
     arena_set_errno(ENOMEM)

@@ -3,14 +3,14 @@
 //
 // Layout of one reservation (1 GiB by default):
 //
-//   base: header region (128 KiB, committed at once)
+//   base: header region (256 KiB, committed at once)
 //           +0      Reservation            this struct
 //           +512    free-run bin masks     3 states x 2 words
 //           +1024   free-run bin heads     3 states x binCount pointers
 //           +4096   HeapHeader             only in a heap's first reservation
 //           +5120   ClassCentral table     idem
-//           +32768  huge-allocation table  idem
-//           +65536  transfer-cache slots   idem
+//           +32768  transfer-cache slots   idem
+//           +131072 huge-allocation table  idem (4,096 entries)
 //         page map (4 bytes per data page, committed at once: 1 MiB per GiB)
 //         run descriptors (48 bytes per data page, committed with the data they describe)
 //   data: 2 MiB-aligned data region (pages; runs of pages)
@@ -85,7 +85,7 @@ struct Reservation {
   var next: ReservationPointer?
   var metadataCommittedBytes: Int
 
-  @inline(__always) static var headerBytes: Int { 131072 }
+  @inline(__always) static var headerBytes: Int { 262144 }
   @inline(__always) static var binCount: Int { 84 }
 
   /// Free-run bin of a run of `pages` pages: exact below 65 pages, one per power of two above.
