@@ -146,7 +146,7 @@ typedef struct {
   void *_Nullable cache;
   uintptr_t busy;
   /// Frees this thread made while it had no cache (the cache is created by its first malloc, or
-  /// by its 32nd free: see ThreadCaches.enterOrCreate).
+  /// by its 32nd free: see ThreadCaches.enterOrCreateForFree).
   uintptr_t uncached_frees;
 } arena_tls_t;
 
@@ -268,6 +268,7 @@ typedef struct {
   arena_options_t options;                 // parsed once from ARENA_OPTIONS
   uint32_t options_state;                  // 0 not parsed, 1 parsing, 2 parsed
   uint32_t scavenger_state;                // 0 not started, 1 starting/running
+  uint32_t load_setup_done;                // 1 once SafePoint.atLoad has run
   uint32_t inline_release_busy;            // 1 while a thread runs an inline release (no scavenger)
   uint64_t inline_release_next_ns;         // when the next inline release pass is due
   uint32_t commit_scarce;                  // 1 once a commit failed: decommit free memory at once

@@ -83,9 +83,9 @@ enum Release {
           : policy.wholeRuns ? (low: start, high: start &+ pages) : decommittableRange(r, start: start, pages: pages)
         arena_lock_release(&h.pointee.pageLock)
 
-        // Granule-aligned interior: decommitted (when old enough); the edges: purged (if dirty).
-        let low = range.high > range.low ? range.low : start &+ pages
-        let high = range.high > range.low ? range.high : start &+ pages
+        // [low, high): decommitted (when old enough, see decommittableRange); the rest: purged
+        // (if dirty). An empty range leaves low == high == the run's end.
+        let (low, high) = range.high > range.low ? range : (start &+ pages, start &+ pages)
         var decommitted = 0
         if high > low {
           let error = arena_sys_decommit(UnsafeMutableRawPointer(bitPattern: r.address(ofPage: low)),
@@ -283,14 +283,12 @@ enum Release {
   /// pages than the last inline release left (`cleanFloor`: what fragmentation keeps). A racy
   /// read without the lock (a hint).
   static func holdsChargeBeyondReserve(_ h: HeapPointer, keep: Int, cleanFloor: Int) -> Bool {
-    var clean = 0
     var r = h.pointee.firstReservation
     while let res = r {
       if res.pointee.freePages.0 &<< Layout.pageShift > keep { return true }
-      clean &+= res.pointee.freePages.1
       r = res.pointee.next
     }
-    return clean >= cleanFloor &+ Layout.granulePages
+    return cleanFreePages(h) >= cleanFloor &+ Layout.granulePages
   }
 
   /// Clean free pages of `h` (racy read, a hint).

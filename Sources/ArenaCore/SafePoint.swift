@@ -37,10 +37,11 @@ enum SafePoint {
     arena_atfork_install(forkPrepare, forkParent, forkChild)
     _ = arena_thread_exit_prepare(threadExit)
     Faults.installIfAsked(mainThread: true)
+    arena_atomic_store32(&arena_globals_pointer().pointee.load_setup_done, 1)
   }
 
   /// The program has created a thread, or calls the Swift API of the default arena:
-  /// everything `atLoad` does (once), and the scavenger thread.
+  /// everything `atLoad` does (if it has not run), and the scavenger thread.
   @inline(__always)
   static func atThreadCreation() {
     let g = arena_globals_pointer()
@@ -48,9 +49,11 @@ enum SafePoint {
     enter()
   }
 
+  /// With no scavenger running (`scavenger:off`, or it stopped) this runs at every safe point:
+  /// the load-time setup only once (it may cost a system call per call otherwise).
   @inline(never)
   static func enter() {
-    atLoad()
+    if arena_atomic_load32(&arena_globals_pointer().pointee.load_setup_done) == 0 { atLoad() }
     Scavenger.start()
   }
 }

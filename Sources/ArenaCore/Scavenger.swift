@@ -192,25 +192,21 @@ func scavengerMain(_ unused: UnsafeMutableRawPointer?) {
   while true {
     let o = Scavenger.options
     arena_sys_sleep_ns(UInt64(Scavenger.tickNs(o)))
-    if Scavenger.processIsSingleThreadedAgain() {
-      // Last pass: everything freed so far (the joined threads' caches too) is past its decay,
-      // so it does not wait for a free path that a quiet program may never take.
-      if let h = Heaps.defaultHeapIfCreated {
-        let cpu0 = arena_sys_thread_cpu_ns()
-        _ = Scavenger.pass(h, now: UInt(arena_sys_now_ns() &+ o.decay_ns), cpuDeadline: cpu0 &+ bucket)
-        _ = arena_atomic_add64(&g.pointee.scavenger_cpu_ns, arena_sys_thread_cpu_ns() &- cpu0)
-      }
-      return
-    }
+    // When the program is single-threaded again this is the last pass, and it counts everything
+    // freed so far (the joined threads' caches too) as past its decay: a quiet program may never
+    // take a free path that would release it.
+    let finalPass = Scavenger.processIsSingleThreadedAgain()
     let now = arena_sys_now_ns()
     bucket = min(bucketLimit, bucket &+ (now &- last) / rate)
     last = now
-    guard let h = Heaps.defaultHeapIfCreated, bucket > 1_000_000 else { continue }
-    let cpu0 = arena_sys_thread_cpu_ns()
-    _ = Scavenger.pass(h, now: UInt(now), cpuDeadline: cpu0 &+ bucket)
-    let used = arena_sys_thread_cpu_ns() &- cpu0
-    bucket = used >= bucket ? 0 : bucket &- used
-    _ = arena_atomic_add64(&g.pointee.scavenger_cpu_ns, used)
-    _ = arena_atomic_add64(&g.pointee.scavenger_passes, 1)
+    if let h = Heaps.defaultHeapIfCreated, bucket > 1_000_000 || finalPass {
+      let cpu0 = arena_sys_thread_cpu_ns()
+      _ = Scavenger.pass(h, now: UInt(finalPass ? now &+ o.decay_ns : now), cpuDeadline: cpu0 &+ bucket)
+      let used = arena_sys_thread_cpu_ns() &- cpu0
+      bucket = used >= bucket ? 0 : bucket &- used
+      _ = arena_atomic_add64(&g.pointee.scavenger_cpu_ns, used)
+      _ = arena_atomic_add64(&g.pointee.scavenger_passes, 1)
+    }
+    if finalPass { return }
   }
 }
