@@ -464,8 +464,21 @@ enum Release {
         page &+= 1
       }
       guard fresh != 0 else { return 0 }
-      // Mark, then purge; keep on the list only the blocks that touch no released page.
+      // Mark; keep on the list only the blocks that touch no released page (before the purge: the
+      // links of blocks on purged pages read as zero after it); then purge.
       released.pointee |= fresh
+      var kept: UInt = 0
+      block = UInt(bitPattern: r.pointee.prev)
+      while block != 0 {
+        let next = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
+        let i = ClassTable.blockIndex(offset: block &- start, c)
+        if SmallRuns.pagesOf(block: i, size: size) & released.pointee == 0 {
+          UnsafeMutableRawPointer(bitPattern: block)!.storeBytes(of: kept, as: UInt.self)
+          kept = block
+        }
+        block = next
+      }
+      r.pointee.prev = UnsafeMutablePointer(bitPattern: kept)
       let base = res.pageIndex(start)
       var purged = 0
       page = 0
@@ -483,18 +496,6 @@ enum Release {
           page &+= 1
         }
       }
-      var kept: UInt = 0
-      block = UInt(bitPattern: r.pointee.prev)
-      while block != 0 {
-        let next = UnsafeMutableRawPointer(bitPattern: block)!.load(as: UInt.self)
-        let i = ClassTable.blockIndex(offset: block &- start, c)
-        if SmallRuns.pagesOf(block: i, size: size) & released.pointee == 0 {
-          UnsafeMutableRawPointer(bitPattern: block)!.storeBytes(of: kept, as: UInt.self)
-          kept = block
-        }
-        block = next
-      }
-      r.pointee.prev = UnsafeMutablePointer(bitPattern: kept)
       return purged
     }
   }

@@ -35,6 +35,34 @@ import Testing
     }
   }
 
+  /// Trim purges the pages of partly used runs that only free blocks touch. The free blocks left
+  /// on other pages stay reusable: once every freed block is allocated again the class has made
+  /// no new run. (The links were once read after the purge had zeroed the pages holding them, and
+  /// every free block behind the first purged one was lost until its run emptied.)
+  @Test func trimKeepsTheFreeBlocksOfPartlyUsedRunsReusable() async {
+    await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+      func fail(_ why: String) -> Never { FileHandle.standardError.write(Data((why + "\n").utf8)); exit(1) }
+      let arena = Arena(reserving: 1 << 30)!
+      let size = 128
+      var blocks: [UnsafeMutableRawPointer] = []
+      for _ in 0..<4096 { let p = arena.allocate(byteCount: size)!; memset(p, 0xA5, size); blocks.append(p) }
+      let runs = arena.statistics.smallRunCount
+      // Free every block of even pages and every other block of odd pages, in address order: each
+      // run's free list then alternates between pages that trim purges and pages it keeps.
+      var freed = 0
+      for (i, p) in blocks.enumerated().sorted(by: { $0.element < $1.element })
+      where (UInt(bitPattern: p) >> 12) & 1 == 0 || i & 1 == 0 {
+        arena.deallocate(p)
+        freed += 1
+      }
+      let released = HeapHandle.trim(arena.heap)
+      if released.purged < 256 << 10 { fail("trim purged only \(released.purged) bytes") }
+      for _ in 0..<freed { _ = arena.allocate(byteCount: size)! }
+      let after = arena.statistics.smallRunCount
+      if after != runs { fail("\(freed) blocks freed and allocated again took \(after - runs) new runs") }
+    }
+  }
+
   @Test func trimKeepsTheVMACountBounded() async {
     await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
       func fail(_ why: String) -> Never { FileHandle.standardError.write(Data((why + "\n").utf8)); exit(1) }
