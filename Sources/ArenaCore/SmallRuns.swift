@@ -17,6 +17,10 @@
 // has no free list left, taking from it unreleases its lowest released page: the blocks that no
 // other released page holds go back on the list.
 //
+// Counting: a run's `liveCount` is its carved blocks that are out (in use, in a thread cache or
+// in the transfer cache). With no released page, all the others are on its free list, so the
+// whole list can be taken in one step without walking it.
+//
 // A run whose blocks have all come back is returned to the page heap (dirty), unless it is the
 // only run on its class's partial list: that one is kept so that a class which allocates and
 // frees one block at a time does not create and destroy a run each time.
@@ -35,9 +39,11 @@ enum SmallRuns {
   }
 
   /// Takes up to `count` blocks of class `c` (at least one unless memory is exhausted). A request
-  /// for more than one block may instead get a whole batch from the transfer cache, of any size
-  /// (then `tail` is nil).
-  static func take(_ h: HeapPointer, _ c: Int, count: Int) -> BlockList {
+  /// for more than one block may instead get a whole batch from the transfer cache, or a run's whole
+  /// free list of at most `most` blocks (then `tail` is nil): both are one step under the lock,
+  /// where taking blocks one by one reads each block's link, a cache miss when another thread
+  /// freed it.
+  static func take(_ h: HeapPointer, _ c: Int, count: Int, most: Int = 0) -> BlockList {
     let central = h.central(c)
     let size = UInt(SizeClass.size(ofClass: c))
     let capacity = UInt32((ClassTable.runPages(c) &<< Layout.pageShift) / Int(size))
@@ -60,6 +66,17 @@ enum SmallRuns {
         push(central, run)
         central.pointee.runCount &+= 1
         continue
+      }
+      // A run's whole free list in one step. With no released pages, every carved block that is
+      // not out is on the list.
+      let listed = Int(d.pointee.carvedCount &- d.pointee.liveCount)
+      if list.count == 0 && d.pointee.freeList != 0 && listed <= max(count, most) && releasedPages(d).pointee == 0 {
+        list.head = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)
+        list.count = listed
+        d.pointee.freeList = 0
+        d.pointee.liveCount = d.pointee.carvedCount
+        if d.pointee.carvedCount == capacity { remove(central, d) }
+        break
       }
       while list.count < count && d.pointee.freeList != 0 {
         let block = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)!
@@ -207,15 +224,22 @@ enum SmallRuns {
       }
     }
     var next = first
+    // Blocks freed together mostly share a run: the page-map lookup is made once per run met.
+    var d = DescriptorPointer(bitPattern: 1)!
+    var runStart: UInt = 0
+    var runBytes: UInt = 0
     while let block = next {
       next = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
       let address = UInt(bitPattern: block)
-      guard let r = h.reservation(containing: address) else {
-        arena_lock_release(&central.pointee.lock)
-        arena_fatal_pointer("free(): block of a thread cache is outside the heap", block)
+      if address &- runStart >= runBytes {
+        guard let r = h.reservation(containing: address) else {
+          arena_lock_release(&central.pointee.lock)
+          arena_fatal_pointer("free(): block of a thread cache is outside the heap", block)
+        }
+        d = r.descriptor(Int(r.pointee.pageMap[r.pageIndex(address)] &>> 8))
+        runStart = d.pointee.start
+        runBytes = UInt(d.pointee.pageCount) &<< UInt(Layout.pageShift)
       }
-      let entry = r.pointee.pageMap[r.pageIndex(address)]
-      let d = r.descriptor(Int(entry &>> 8))
       block.storeBytes(of: d.pointee.freeList, as: UInt.self)
       d.pointee.freeList = address
       d.pointee.liveCount &-= 1

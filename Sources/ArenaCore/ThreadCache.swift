@@ -149,7 +149,7 @@ enum ThreadCaches {
     bin.pointee.refilled = 1
     let want = max(1, Int(limit) / 2)
     tc.pointee.events &+= 1
-    let list = SmallRuns.take(tc.pointee.heap, c, count: want)
+    let list = SmallRuns.take(tc.pointee.heap, c, count: want, most: Int(limit))
     guard let block = list.head else { return nil }
     bin.pointee.head = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
     bin.pointee.count = UInt32(list.count &- 1)
@@ -188,14 +188,16 @@ enum ThreadCaches {
   /// A bin over its limit (free): gives back all but half the limit. A bin that overflows twice
   /// without being refilled in between belongs to a thread that frees more of this class than it
   /// allocates (a consumer of blocks made elsewhere): its limit halves, down to the minimum, so it
-  /// does not hold the class's whole limit in blocks it will never reuse.
+  /// does not hold the class's whole limit in blocks it will never reuse, and it gives back the
+  /// whole bin, which needs no walk to find where the kept blocks end.
   static func overflow(_ tc: ThreadCachePointer, _ c: Int) {
     let bin = tc.bin(c)
-    if bin.pointee.refilled == 0 {
+    let consumer = bin.pointee.refilled == 0
+    if consumer {
       bin.pointee.limit = UInt16(max(minimumLimit(c), UInt32(bin.pointee.limit) &>> 1))
     }
     bin.pointee.refilled = 0
-    flush(tc, c, keep: Int(bin.pointee.limit / 2))
+    flush(tc, c, keep: consumer ? 0 : Int(bin.pointee.limit / 2))
   }
 
   /// free()'s overflow path, then leaves the cache (a separate function, so the fast path needs
