@@ -98,8 +98,10 @@ enum Allocator {
         fatalSmall(operation, "double free (block is already free):", p, c)
       }
       let d = r.descriptor(Int(entry &>> 8))
-      if index >= UInt(d.pointee.carvedCount) { fatalSmall(operation, "pointer is not an allocated block:", p, c) }
-      if entry & SmallRuns.releasedFlag != 0 { fatalSmall(operation, "double free (block is already free):", p, c) }
+      if index >= UInt(d.pointee.carvedCount) { fatalSmall(operation, "pointer is not an allocated block (never handed out):", p, c) }
+      if entry & SmallRuns.slowPathFlag != 0 && SmallRuns.isReleased(d, page: page &- Int(entry &>> 8)) {
+        fatalSmall(operation, "double free (block is already free):", p, c)
+      }
       return Block(reservation: r, sizeClass: c, usableSize: Int(size))
     }
     // A large run: its first page-map entry names itself and its descriptor says large.

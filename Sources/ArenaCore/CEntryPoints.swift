@@ -39,7 +39,8 @@ func primarySmallBlock(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, stamp: 
   guard offset < g.pointee.primary_data_end &- g.pointee.primary_data_start else { return nil }
   let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
   let tag = Int(entry & 0xFF)
-  // A small class's tag (2...count+1); released pages (SmallRuns.releasedFlag) take the slow path.
+  // A small class's tag (2...count+1); pages with SmallRuns.slowPathFlag (released, or where carving
+  // stopped) take the slow path.
   guard UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) else { return nil }
   let c = tag &- 1
   let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))

@@ -486,7 +486,7 @@ enum Release {
         if fresh & (1 &<< page) != 0 {
           var end = page
           while end < pages && fresh & (1 &<< end) != 0 {
-            res.pointee.pageMap[base &+ Int(end)] |= SmallRuns.releasedFlag
+            res.pointee.pageMap[base &+ Int(end)] |= SmallRuns.slowPathFlag
             end &+= 1
           }
           purge(address: start &+ (page &<< shift), bytes: Int((end &- page) &<< shift), lazy: lazy)

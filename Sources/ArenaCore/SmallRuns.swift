@@ -7,11 +7,18 @@
 // cleared. Freeing a block whose word 1 already holds its tag is a double free. Blocks are carved
 // lazily from a run's untouched tail, so a new run costs no page faults until it is used.
 //
+// The slow-path flag. A page-map entry with `slowPathFlag` sends every free of a pointer in that
+// page to the slow path, which validates it against the run's descriptor. It marks two kinds of
+// page: released pages (below), and pages that hold the start of a block not carved yet. A block
+// never carved was never handed out, but it carries no tag, so the fast path alone would take it
+// into a cache and hand it out twice. Carving clears the flag of each page once every block
+// starting there is carved, so only the page where carving stopped keeps it.
+//
 // Released pages. The scavenger gives back the pages of a partly used run that only free blocks
 // touch (Release.purgeFreeBlocks). The free blocks touching such a page leave the free list, whose
 // links would otherwise pin it. A run's released pages are a bit mask (runs have 4 to 64 pages)
 // kept in the descriptor of the run's second page, which small runs do not otherwise use, and
-// their page-map entries carry `releasedFlag`: a free of a pointer in a released page leaves the
+// their page-map entries carry `slowPathFlag`: a free of a pointer in a released page leaves the
 // fast path and is diagnosed as the double free it must be. A released block whose first page is
 // not released keeps its tag there, so the fast path catches its double free as usual. When a run
 // has no free list left, taking from it unreleases its lowest released page: the blocks that no
@@ -88,6 +95,7 @@ enum SmallRuns {
         unreleaseLowest(h, d, size: size, secret: secret)
         continue
       }
+      let carvedBefore = d.pointee.carvedCount
       while list.count < count && d.pointee.carvedCount < capacity {
         let address = d.pointee.start &+ UInt(d.pointee.carvedCount) &* size
         let block = UnsafeMutableRawPointer(bitPattern: address)!
@@ -95,6 +103,22 @@ enum SmallRuns {
         append(&list, block)
         d.pointee.carvedCount &+= 1
         d.pointee.liveCount &+= 1
+      }
+      if d.pointee.carvedCount != carvedBefore {
+        // Carving stops at a page boundary: the rest of the blocks starting in the last page go on
+        // the run's free list, so no page both holds a block handed out and keeps the slow-path
+        // flag (its frees would all take the slow path).
+        let shift = UInt(Layout.pageShift)
+        let lastPage = (UInt(d.pointee.carvedCount &- 1) &* size) &>> shift
+        while d.pointee.carvedCount < capacity && (UInt(d.pointee.carvedCount) &* size) &>> shift == lastPage {
+          let address = d.pointee.start &+ UInt(d.pointee.carvedCount) &* size
+          let block = UnsafeMutableRawPointer(bitPattern: address)!
+          block.storeBytes(of: d.pointee.freeList, as: UInt.self)
+          block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+          d.pointee.freeList = address
+          d.pointee.carvedCount &+= 1
+        }
+        markCarved(h, d, from: carvedBefore, size: size, capacity: capacity)
       }
       if d.pointee.freeList == 0 && d.pointee.carvedCount == capacity && releasedPages(d).pointee == 0 { remove(central, d) }
     }
@@ -134,13 +158,38 @@ enum SmallRuns {
     return true
   }
 
+  /// Clears the slow-path flag of the pages of run `d` whose blocks all became carved since
+  /// `before` blocks were (class lock held): those before the page where the next uncarved block
+  /// starts, or all of them once the run is carved whole.
+  static func markCarved(_ h: HeapPointer, _ d: DescriptorPointer, from before: UInt32, size: UInt, capacity: UInt32) {
+    let shift = UInt(Layout.pageShift)
+    let carved = d.pointee.carvedCount
+    let first = Int((UInt(before) &* size) &>> shift)
+    let end = carved == capacity ? ClassTable.runPages(Int(d.pointee.sizeClass)) : Int((UInt(carved) &* size) &>> shift)
+    guard end > first, let r = h.reservation(containing: d.pointee.start) else { return }
+    let base = r.pageIndex(d.pointee.start)
+    let released = releasedPages(d).pointee
+    var page = first
+    while page < end {
+      if released & (1 &<< UInt(page)) == 0 { r.pointee.pageMap[base &+ page] &= ~slowPathFlag }
+      page &+= 1
+    }
+  }
+
+  /// Whether page `page` of run `d` is released (not merely holding an uncarved block's start).
+  @inline(__always)
+  static func isReleased(_ d: DescriptorPointer, page: Int) -> Bool {
+    releasedPages(d).pointee & (1 &<< UInt(page)) != 0
+  }
+
   // MARK: Released pages
 
-  /// Marks a released page's page-map entry (above every class tag, so not a small-class tag).
-  @inline(__always) static var releasedFlag: UInt32 { 0x80 }
+  /// Marks the page-map entry of a released page or of a page holding the start of an uncarved
+  /// block (above every class tag, so not a small-class tag): frees there take the slow path.
+  @inline(__always) static var slowPathFlag: UInt32 { 0x80 }
 
-  /// The tag byte of page-map entry `e` without `releasedFlag` (0 none, 1 boundary, c+1 small).
-  @inline(__always) static func tag(ofEntry e: UInt32) -> Int { Int(e & 0xFF & ~releasedFlag) }
+  /// The tag byte of page-map entry `e` without `slowPathFlag` (0 none, 1 boundary, c+1 small).
+  @inline(__always) static func tag(ofEntry e: UInt32) -> Int { Int(e & 0xFF & ~slowPathFlag) }
 
   /// The released-page mask of a small run (bit i: page i of the run).
   @inline(__always)
@@ -172,7 +221,7 @@ enum SmallRuns {
     let page = UInt(mask.pointee.trailingZeroBitCount)
     mask.pointee &= mask.pointee &- 1
     if let r = h.reservation(containing: d.pointee.start) {
-      r.pointee.pageMap[r.pageIndex(d.pointee.start) &+ Int(page)] &= ~releasedFlag
+      r.pointee.pageMap[r.pageIndex(d.pointee.start) &+ Int(page)] &= ~slowPathFlag
     }
     let low = page &<< UInt(Layout.pageShift)
     let high = low &+ UInt(Layout.pageSize)
@@ -269,7 +318,7 @@ enum SmallRuns {
     releasedPages(d).pointee = 0
     scannedHead(d).pointee = 0
     let start = r.pageIndex(d.pointee.start)
-    let entry = UInt32(truncatingIfNeeded: start &<< 8) | UInt32(c &+ 1)
+    let entry = UInt32(truncatingIfNeeded: start &<< 8) | UInt32(c &+ 1) | slowPathFlag  // nothing carved yet
     var page = 0
     while page < pages {
       r.pointee.pageMap[start &+ page] = entry
