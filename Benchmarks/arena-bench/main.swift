@@ -10,6 +10,8 @@
 // child's environment, strictly one child at a time, allocators alternating round-robin across
 // repetitions. Measures the time the workload reports, peak RSS (wait4's ru_maxrss) and, for
 // spike-idle, VmRSS every 50 ms. Prints tables, writes all raw samples as JSON and a chart as SVG.
+// python-dict and swiftc run real programs (python3, swiftc from PATH; skipped when missing) under
+// the allocator through `arena-workload exec`, which times them and hashes their stdout.
 // Exits 1 when any run failed (crash, wrong data, checksum differing between allocators, timeout).
 //
 // This driver is not allocator code: it uses Foundation freely.
@@ -228,7 +230,10 @@ struct Options {
 
 // MARK: - Workloads and allocators
 
-let workloadNames = ["churn", "mixed", "prodcons", "realloc", "large", "server", "spike-idle", "swift-json"]
+let workloadNames = [
+  "churn", "mixed", "prodcons", "realloc", "large", "server", "spike-idle", "swift-json", "xfer", "larson", "leak",
+  "python-dict", "swiftc",
+]
 let allocatorNames = ["arena", "glibc", "jemalloc", "mimalloc", "tcmalloc", "arena-noscav"]
 let peerNames = ["glibc", "jemalloc", "mimalloc", "tcmalloc"]
 
@@ -241,6 +246,26 @@ struct WorkloadSpec: Codable {
   var idleSeconds: Double?
   var timeoutSeconds: Double
   var summary: String
+  /// Added to the child's environment (the exec workloads: PYTHONMALLOC=malloc for python-dict).
+  var environment: [String: String]? = nil
+  /// A program the workload runs, looked up in PATH; the workload is skipped when it is missing.
+  var requiresProgram: String? = nil
+}
+
+/// Scratch directory for generated inputs (the swiftc workload's source file), removed at the end.
+let scratchDirectory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("arena-bench-\(getpid())").path
+
+/// Number of generated struct/function groups in the swiftc workload's source file.
+func swiftcUnits(_ mode: Mode) -> Int { mode == .short ? 3 : mode == .normal ? 30 : 100 }
+
+/// The python-dict workload's script: a dict of n entries (lists, dicts and strings), JSON round
+/// trip, sorted keys, and a hash of the dump, so the output is the same under every allocator.
+func pythonDictScript(entries n: Int) -> String {
+  "import hashlib,json;n=\(n);"
+    + "d={str(i):[i,str(i*7),{\"v\":i%97}] if i%3==0 else {\"id\":i,\"name\":\"item-\"+str(i),\"tags\":[\"t\"+str(i%5)]*(i%4),\"w\":i/8}"
+    + " if i%3==1 else \"s\"*(i%29) for i in range(n)};"
+    + "s=json.dumps(d);e=json.loads(s);ks=sorted(e);assert len(ks)==n and e==d;"
+    + "print(hashlib.sha256(s.encode()).hexdigest(),len(s),ks[0],ks[-1])"
 }
 
 func workloadSpecs(mode: Mode, repsOverride: Int?, idleOverride: Double?, timeoutOverride: Double?) -> [WorkloadSpec] {
@@ -308,7 +333,117 @@ func workloadSpecs(mode: Mode, repsOverride: Int?, idleOverride: Double?, timeou
         ["customers=3000", "rounds=3", "chunks=8"]),
       reps: reps, sampleRSS: false, timeoutSeconds: timeout,
       summary: "Foundation: build a model, JSONEncoder/Decoder round trips, concurrentPerform"),
+    WorkloadSpec(
+      name: "xfer", executable: c,
+      arguments: ["xfer", "threads=2", "queue=32", "batch=1024", "max=256"]
+        + pick(["ops=1000000"], ["ops=16000000"], ["ops=40000000"]),
+      reps: reps, sampleRSS: false, timeoutSeconds: timeout,
+      summary: "2 producers fill batches of 1024 blocks of 8-256 B, 2 consumers verify and free them (remote frees)"),
+    WorkloadSpec(
+      name: "larson", executable: c,
+      arguments: ["larson", "threads=2", "min=16", "max=1000"]
+        + pick(
+          ["slots=1000", "steps=5000", "rounds=20"], ["slots=1000", "steps=20000", "rounds=200"],
+          ["slots=4000", "steps=50000", "rounds=200"]),
+      reps: reps, sampleRSS: false, timeoutSeconds: timeout,
+      summary: "2 threads replace random 16-1000 B blocks in slot arrays that move to the next thread every round"),
+    WorkloadSpec(
+      name: "leak", executable: c,
+      arguments: ["leak", "free_every=16"] + pick(["ops=300000"], ["ops=3000000"], ["ops=8000000"]),
+      reps: reps, sampleRSS: false, timeoutSeconds: timeout,
+      summary: "a growing cache: 16-256 B blocks kept, one random block freed every 16th allocation, 1 thread"),
+    WorkloadSpec(
+      name: "python-dict", executable: c,
+      arguments: ["exec", "python3", "-c", pythonDictScript(entries: mode == .short ? 20_000 : mode == .normal ? 100_000 : 300_000)],
+      reps: reps, sampleRSS: false, timeoutSeconds: timeout,
+      summary: "CPython with PYTHONMALLOC=malloc: dict of str -> list/dict/str, json dumps/loads, sorted keys, sha256",
+      environment: ["PYTHONMALLOC": "malloc"], requiresProgram: "python3"),
+    WorkloadSpec(
+      name: "swiftc", executable: c,
+      arguments: [
+        "exec", "swiftc", "-O", "-c", "\(scratchDirectory)/gen.swift", "-o", "\(scratchDirectory)/gen.o",
+        "-module-cache-path", "\(scratchDirectory)/module-cache",
+        // Otherwise the frontend skips LLVM when the existing .o has the same IR hash (every run after the first).
+        "-Xfrontend", "-disable-incremental-llvm-codegen",
+      ],
+      reps: reps, sampleRSS: false, timeoutSeconds: timeout,
+      summary: "swiftc -O -c of a generated file (\(swiftcUnits(mode)) structs with generic calls); driver and frontend",
+      requiresProgram: "swiftc"),
   ]
+}
+
+/// Full path of a program found in PATH, or nil.
+func findInPath(_ name: String) -> String? {
+  if name.contains("/") { return isExecutable(name) ? name : nil }
+  let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+  for dir in path.split(separator: ":") where !dir.isEmpty {
+    let candidate = "\(dir)/\(name)"
+    var st = stat()
+    if isExecutable(candidate) && stat(candidate, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG { return candidate }
+  }
+  return nil
+}
+
+/// Source of the swiftc workload: `units` small structs, each with a protocol conformance, a
+/// synthesized Equatable, a method and a function that calls generic functions with it.
+func swiftcSource(units: Int) -> String {
+  var s = """
+    // Generated by arena-bench for the swiftc workload.
+    public protocol Shape { var area: Int { get } }
+    public func larger<T: Shape>(_ a: T, _ b: T) -> T { a.area >= b.area ? a : b }
+    public func sumAreas<T: Shape>(_ xs: [T]) -> Int { xs.reduce(0) { $0 &+ $1.area } }
+
+    """
+  for i in 0..<units {
+    s += """
+
+      public struct S\(i): Shape, Equatable {
+        var w: Int
+        var h: Int
+        var label: String
+        public var area: Int { w &* h &+ \(i) }
+        func scaled(_ k: Int) -> S\(i) { S\(i)(w: w &* k, h: h &+ \(i % 5), label: label) }
+      }
+      public func use\(i)(_ k: Int) -> Int {
+        let a = S\(i)(w: k, h: \(i % 7 + 1), label: "s\(i)")
+        let b = larger(a, a.scaled(3))
+        return sumAreas([a, b]) &+ (a == b ? 1 : 0) &+ b.label.utf8.count
+      }
+
+      """
+  }
+  return s
+}
+
+/// Writes the generated inputs of the selected workloads into the scratch directory, and compiles
+/// the swiftc workload's file once, untimed and without preload, with the same command: that builds
+/// the module cache (keyed by the options, -O included) and warms what a first compile pays for.
+func prepareInputs(specs: [WorkloadSpec], mode: Mode) {
+  guard let spec = specs.first(where: { $0.name == "swiftc" }) else { return }
+  do {
+    try FileManager.default.createDirectory(atPath: scratchDirectory, withIntermediateDirectories: true)
+    try swiftcSource(units: swiftcUnits(mode)).write(
+      toFile: "\(scratchDirectory)/gen.swift", atomically: true, encoding: .utf8)
+  } catch {
+    fatal("cannot write the swiftc workload's input into \(scratchDirectory): \(error)", code: 1)
+  }
+  // spec.arguments is ["exec", "swiftc", options...].
+  guard spec.arguments.count > 2, let swiftc = findInPath(spec.arguments[1]) else { return }
+  let p = Process()
+  p.executableURL = URL(fileURLWithPath: swiftc)
+  p.arguments = Array(spec.arguments.dropFirst(2))
+  var env = ProcessInfo.processInfo.environment
+  env.removeValue(forKey: "LD_PRELOAD")
+  p.environment = env
+  p.standardInput = FileHandle.nullDevice
+  p.standardOutput = FileHandle.nullDevice
+  do {
+    try p.run()
+    p.waitUntilExit()
+    if p.terminationStatus != 0 { writeStderr("arena-bench: the untimed swiftc warm-up compile failed\n") }
+  } catch {
+    writeStderr("arena-bench: the untimed swiftc warm-up compile could not start: \(error)\n")
+  }
 }
 
 struct AllocatorInfo: Codable {
@@ -452,7 +587,10 @@ func runChild(
   env["SWIFT_DETERMINISTIC_HASHING"] = "1"
   if let lib = allocator.library { env["LD_PRELOAD"] = lib }
   if let o = allocator.arenaOptions { env["ARENA_OPTIONS"] = (env["ARENA_OPTIONS"].map { $0 + "," } ?? "") + o }
-  let command = (allocator.arenaOptions.map { _ in "ARENA_OPTIONS=\(shellQuote(env["ARENA_OPTIONS"]!)) " } ?? "")
+  let extraEnv = (spec.environment ?? [:]).sorted { $0.key < $1.key }
+  for (k, v) in extraEnv { env[k] = v }
+  let command = extraEnv.map { "\($0.key)=\(shellQuote($0.value)) " }.joined()
+    + (allocator.arenaOptions.map { _ in "ARENA_OPTIONS=\(shellQuote(env["ARENA_OPTIONS"]!)) " } ?? "")
     + (allocator.library.map { "LD_PRELOAD=\(shellQuote($0)) " } ?? "")
     + args.map(shellQuote).joined(separator: " ")
 
@@ -794,10 +932,12 @@ func makeSVG(
         text(x + barW / 2, base - 22, "failed", size: 8, anchor: "middle", color: "#c00", rotate: -90)
       }
     }
-    text(gx + groupW / 2, base + 16, w, size: 12, anchor: "middle", weight: "bold")
+    // With many workloads the groups get narrow: smaller names, and the ops/s lines staggered.
+    let narrow = groupW < 100
+    text(gx + groupW / 2, base + 16, w, size: min(12, groupW / 6.5), anchor: "middle", weight: "bold")
     if let b = wc.filter({ $0.medianSeconds == best }).first, let ops = b.opsPerSecond {
       let s = ops >= 1e6 ? "\(fmt(ops / 1e6, 1)) M ops/s" : ops >= 1e3 ? "\(fmt(ops / 1e3, 1)) k ops/s" : "\(fmt(ops, 0)) ops/s"
-      text(gx + groupW / 2, base + 30, "best: \(s)", size: 9, anchor: "middle", color: "#555")
+      text(gx + groupW / 2, base + 30 + (narrow && wi % 2 == 1 ? 11 : 0), "best: \(s)", size: 9, anchor: "middle", color: "#555")
     }
   }
 
@@ -879,7 +1019,7 @@ func main() -> Int32 {
   let buildDir = executableDirectory()
   let allSpecs = workloadSpecs(
     mode: options.mode, repsOverride: options.reps, idleOverride: options.idle, timeoutOverride: options.timeout)
-  let specs = allSpecs.filter { options.workloads?.contains($0.name) ?? true }
+  var specs = allSpecs.filter { options.workloads?.contains($0.name) ?? true }
   let infos = allocatorInfos(buildDir: buildDir)
   let wanted = infos.filter { options.allocators?.contains($0.name) ?? $0.byDefault }
 
@@ -889,11 +1029,21 @@ func main() -> Int32 {
       print("allocator \(pad(a.name, 9)) \(a.available ? (a.library ?? "(no preload)") : "MISSING: \(a.note)")")
     }
     for s in allSpecs {
-      print("workload  \(pad(s.name, 11)) reps=\(s.reps)  \(s.executable) \(s.arguments.joined(separator: " "))")
+      let env = (s.environment ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\(shellQuote($0.value)) " }.joined()
+      print("workload  \(pad(s.name, 11)) reps=\(s.reps)  \(env)\(s.executable) \(s.arguments.map(shellQuote).joined(separator: " "))")
       print("          \(s.summary)")
+      if let prog = s.requiresProgram, findInPath(prog) == nil { print("          MISSING: \(prog) not found in PATH") }
     }
     return 0
   }
+
+  // Workloads that run an outside program (python3, swiftc) are skipped when it is not installed.
+  specs = specs.filter { spec in
+    guard let prog = spec.requiresProgram, findInPath(prog) == nil else { return true }
+    writeStderr("arena-bench: skipping workload \(spec.name): \(prog) not found in PATH\n")
+    return false
+  }
+  if specs.isEmpty { fatal("no workload to run", code: 1) }
 
   // Preconditions: our library and the workload executables.
   if let arena = wanted.first(where: { $0.name == "arena" }), !arena.available {
@@ -916,6 +1066,8 @@ func main() -> Int32 {
     writeStderr("arena-bench: another arena-bench is running; waiting for it to finish...\n")
     flock(lockFd, LOCK_EX)
   }
+  prepareInputs(specs: specs, mode: options.mode)
+  defer { try? FileManager.default.removeItem(atPath: scratchDirectory) }
 
   // Timings are only comparable on a quiet machine: say so when something else is busy.
   let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))

@@ -12,11 +12,13 @@
 //   PHASE <name> <monotonic seconds> [key=value ...]     (spike-idle only)
 //   RESULT workload=<w> ops=<n> seconds=<s> checksum=<hex> [key=value ...]
 //   PEAK hwm_kib=<VmHWM>                                   (after the workload is done)
+//   (exec prints the child's wait4 ru_maxrss in the PEAK line instead of its own VmHWM)
 // The checksum depends only on the workload, its parameters and the seed (never on addresses or
 // timing), so it must be identical for every allocator.
 //
-// Workloads: churn, mixed, prodcons, realloc, large, server, spike-idle. `arena-workload help`
-// lists their parameters. Only libc and pthreads are used.
+// Workloads: churn, mixed, prodcons, realloc, large, server, spike-idle, xfer, larson, leak, and
+// exec (runs another program under the same allocator). `arena-workload help` lists their
+// parameters. Only libc and pthreads are used.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,8 +31,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -994,6 +1000,385 @@ static int run_spike_idle(void) {
   return 0;
 }
 
+// MARK: - xfer: N producers fill batches of small blocks, N consumers verify and free them
+
+// A batch: `count` blocks, filled by one producer and freed by whichever consumer takes it.
+typedef struct {
+  uint64_t index;  // batch number (its contents depend only on the seed and this)
+  uint64_t count;
+  msg_t *blocks;  // `batch` entries, xmap'd once and recycled through the pool
+} xfer_batch_t;
+
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t not_empty, not_full;
+  xfer_batch_t **ring;  // queue of full batches, capacity `cap`
+  uint64_t cap, head, count;
+  xfer_batch_t **pool;  // empty batches; cap + 2 * threads exist, so a producer always finds one
+  uint64_t npool;
+  uint64_t producers_left;
+  uint64_t ops, batch, nbatches, maxsize, seed, threads;
+} xfer_t;
+
+typedef struct {
+  xfer_t *x;
+  int index;
+  uint64_t acc, nblocks;
+} xfer_arg_t;
+
+static void *xfer_producer(void *argp) {
+  xfer_arg_t *a = argp;
+  xfer_t *x = a->x;
+  for (uint64_t b = (uint64_t)a->index; b < x->nbatches; b += x->threads) {
+    pthread_mutex_lock(&x->lock);
+    xfer_batch_t *bt = x->pool[--x->npool];
+    pthread_mutex_unlock(&x->lock);
+    // Sizes and tags depend only on (seed, batch number), not on which producer fills it.
+    rng_t r;
+    rng_seed(&r, x->seed, 700 + b);
+    uint64_t first = b * x->batch;
+    uint64_t n = x->ops - first < x->batch ? x->ops - first : x->batch;
+    for (uint64_t i = 0; i < n; i++) {
+      size_t sz = rng_log(&r, 8, x->maxsize);
+      uint64_t tag = first + i + 1;
+      unsigned char *p = xmalloc(sz);
+      fill_range(p, 0, sz, tag);
+      bt->blocks[i] = (msg_t){p, sz, tag};
+    }
+    bt->index = b;
+    bt->count = n;
+    a->nblocks += n;
+    pthread_mutex_lock(&x->lock);
+    while (x->count == x->cap) pthread_cond_wait(&x->not_full, &x->lock);
+    x->ring[(x->head + x->count) % x->cap] = bt;
+    x->count++;
+    pthread_cond_signal(&x->not_empty);
+    pthread_mutex_unlock(&x->lock);
+  }
+  pthread_mutex_lock(&x->lock);
+  if (--x->producers_left == 0) pthread_cond_broadcast(&x->not_empty);
+  pthread_mutex_unlock(&x->lock);
+  return NULL;
+}
+
+static void *xfer_consumer(void *argp) {
+  xfer_arg_t *a = argp;
+  xfer_t *x = a->x;
+  uint64_t acc = 0;
+  for (;;) {
+    pthread_mutex_lock(&x->lock);
+    while (x->count == 0 && x->producers_left > 0) pthread_cond_wait(&x->not_empty, &x->lock);
+    if (x->count == 0) {
+      pthread_mutex_unlock(&x->lock);
+      break;
+    }
+    xfer_batch_t *bt = x->ring[x->head];
+    x->head = (x->head + 1) % x->cap;
+    x->count--;
+    pthread_cond_signal(&x->not_full);
+    pthread_mutex_unlock(&x->lock);
+    uint64_t first = bt->index * x->batch;
+    for (uint64_t i = 0; i < bt->count; i++) {
+      msg_t m = bt->blocks[i];
+      if (m.tag != first + i + 1)
+        die(EXIT_VERIFY, "VERIFY FAILED: xfer batch %llu entry %llu has tag %llu", (unsigned long long)bt->index,
+            (unsigned long long)i, (unsigned long long)m.tag);
+      uint64_t d = verify_range(m.p, m.size, 0, m.size, m.tag, "xfer consumer");
+      acc = fold(acc, d, m.size);  // a sum: the same whichever consumer frees which batch
+      free(m.p);
+    }
+    a->nblocks += bt->count;
+    pthread_mutex_lock(&x->lock);
+    x->pool[x->npool++] = bt;
+    pthread_mutex_unlock(&x->lock);
+  }
+  a->acc = acc;
+  return NULL;
+}
+
+static int run_xfer(void) {
+  uint64_t ops = param_u64("ops", 8000000);  // blocks in total
+  uint64_t threads = param_u64("threads", 2);  // producers, and as many consumers
+  uint64_t cap = param_u64("queue", 32);     // batches
+  uint64_t batch = param_u64("batch", 1024);  // blocks per batch
+  uint64_t maxsize = param_u64("max", 256);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if (cap < 1) cap = 1;
+  if (batch < 1) batch = 1;
+  if (maxsize < 8) maxsize = 8;
+  if (maxsize > 1 << 20) maxsize = 1 << 20;
+  xfer_t *x = xmap(sizeof(xfer_t));
+  pthread_mutex_init(&x->lock, NULL);
+  pthread_cond_init(&x->not_empty, NULL);
+  pthread_cond_init(&x->not_full, NULL);
+  x->cap = cap;
+  x->ops = ops;
+  x->batch = batch;
+  x->nbatches = (ops + batch - 1) / batch;
+  x->maxsize = maxsize;
+  x->seed = seed;
+  x->threads = threads;
+  x->producers_left = threads;
+  uint64_t nbuf = cap + 2 * threads;
+  x->ring = xmap(cap * sizeof(xfer_batch_t *));
+  x->pool = xmap(nbuf * sizeof(xfer_batch_t *));
+  xfer_batch_t *bufs = xmap(nbuf * sizeof(xfer_batch_t));
+  for (uint64_t i = 0; i < nbuf; i++) {
+    bufs[i].blocks = xmap(batch * sizeof(msg_t));
+    x->pool[x->npool++] = &bufs[i];
+  }
+  xfer_arg_t args[128];
+  pthread_t tids[128];
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < 2 * threads; i++) {
+    args[i] = (xfer_arg_t){.x = x, .index = (int)(i % threads)};
+    if (pthread_create(&tids[i], NULL, i < threads ? xfer_consumer : xfer_producer, &args[i]) != 0)
+      die(EXIT_SYSTEM, "pthread_create failed");
+  }
+  uint64_t acc = 0, consumed = 0, produced = 0;
+  for (uint64_t i = 0; i < 2 * threads; i++) {
+    pthread_join(tids[i], NULL);
+    acc += args[i].acc;
+    if (i < threads) consumed += args[i].nblocks;
+    else produced += args[i].nblocks;
+  }
+  double t1 = now_seconds();
+  if (produced != ops || consumed != ops)
+    die(EXIT_VERIFY, "VERIFY FAILED: xfer produced %llu and consumed %llu blocks, expected %llu",
+        (unsigned long long)produced, (unsigned long long)consumed, (unsigned long long)ops);
+  emit("RESULT workload=xfer ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)ops, t1 - t0,
+       (unsigned long long)acc);
+  for (uint64_t i = 0; i < nbuf; i++) xunmap(bufs[i].blocks, batch * sizeof(msg_t));
+  xunmap(bufs, nbuf * sizeof(xfer_batch_t));
+  xunmap(x->pool, nbuf * sizeof(xfer_batch_t *));
+  xunmap(x->ring, cap * sizeof(xfer_batch_t *));
+  pthread_cond_destroy(&x->not_full);
+  pthread_cond_destroy(&x->not_empty);
+  pthread_mutex_destroy(&x->lock);
+  xunmap(x, sizeof(xfer_t));
+  return 0;
+}
+
+// MARK: - larson: worker threads replace random blocks in slot arrays that rotate between threads
+
+// One slot array. It moves to the next thread after every round, so most frees are of blocks
+// another thread allocated. Its tags count up per array, so they do not depend on which thread ran it.
+typedef struct {
+  slot_t *slots;
+  uint64_t next_tag;
+} larson_array_t;
+
+typedef struct {
+  int index;
+  uint64_t threads, nslots, minsize, maxsize, steps, rounds, seed;
+  larson_array_t *arrays;
+  pthread_barrier_t *barrier;
+  uint64_t acc, nallocs;
+} larson_arg_t;
+
+static inline void larson_alloc(rng_t *r, larson_arg_t *a, larson_array_t *arr, slot_t *s) {
+  size_t sz = rng_range(r, a->minsize, a->maxsize);
+  uint64_t tag = arr->next_tag++;
+  unsigned char *p = xmalloc(sz);
+  fill_range(p, 0, sz, tag);
+  *s = (slot_t){p, (uint32_t)sz, (uint32_t)sz, tag};
+}
+
+static void *larson_thread(void *argp) {
+  larson_arg_t *a = argp;
+  uint64_t acc = 0, n = 0, T = a->threads;
+  // Every thread fills its own array first.
+  {
+    larson_array_t *arr = &a->arrays[a->index];
+    rng_t r;
+    rng_seed(&r, a->seed, 800 + (uint64_t)a->index);
+    for (uint64_t i = 0; i < a->nslots; i++) larson_alloc(&r, a, arr, &arr->slots[i]), n++;
+  }
+  for (uint64_t round = 0; round < a->rounds; round++) {
+    pthread_barrier_wait(a->barrier);  // the arrays have moved on by one thread
+    uint64_t ai = ((uint64_t)a->index + T - round % T) % T;  // array i is on thread (i + round) % T
+    larson_array_t *arr = &a->arrays[ai];
+    // The work on an array in a round depends only on (seed, round, array index).
+    rng_t r;
+    rng_seed(&r, a->seed, 800 + (round + 1) * 64 + ai);
+    for (uint64_t s = 0; s < a->steps; s++) {
+      slot_t *sl = &arr->slots[(rng_next(&r) >> 11) % a->nslots];
+      uint64_t d = verify_range(sl->p, sl->size, 0, sl->size, sl->tag, "larson replace");
+      acc = fold(acc, d, sl->size);
+      free(sl->p);
+      larson_alloc(&r, a, arr, sl);
+      n++;
+    }
+  }
+  a->acc = acc;
+  a->nallocs = n;
+  return NULL;
+}
+
+static int run_larson(void) {
+  uint64_t threads = param_u64("threads", 2);
+  uint64_t nslots = param_u64("slots", 1000);  // per thread
+  uint64_t minsize = param_u64("min", 16);
+  uint64_t maxsize = param_u64("max", 1000);
+  uint64_t steps = param_u64("steps", 5000);  // per thread per round
+  uint64_t rounds = param_u64("rounds", 40);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (threads < 1) threads = 1;
+  if (threads > 64) threads = 64;
+  if (nslots < 1) nslots = 1;
+  if (minsize < 1) minsize = 1;
+  if (maxsize < minsize) maxsize = minsize;
+  if (maxsize > 1 << 24) maxsize = 1 << 24;
+  size_t arrays_bytes = threads * sizeof(larson_array_t);
+  larson_array_t *arrays = xmap(arrays_bytes);
+  for (uint64_t i = 0; i < threads; i++) arrays[i] = (larson_array_t){xmap(nslots * sizeof(slot_t)), (i + 1) << 48};
+  pthread_barrier_t barrier;
+  pthread_barrier_init(&barrier, NULL, (unsigned)threads);
+  larson_arg_t args[64];
+  pthread_t tids[64];
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < threads; i++) {
+    args[i] = (larson_arg_t){.index = (int)i, .threads = threads, .nslots = nslots, .minsize = minsize,
+                             .maxsize = maxsize, .steps = steps, .rounds = rounds, .seed = seed,
+                             .arrays = arrays, .barrier = &barrier};
+    if (pthread_create(&tids[i], NULL, larson_thread, &args[i]) != 0) die(EXIT_SYSTEM, "pthread_create failed");
+  }
+  uint64_t acc = 0, n = 0;
+  for (uint64_t i = 0; i < threads; i++) {
+    pthread_join(tids[i], NULL);
+    acc += args[i].acc;
+    n += args[i].nallocs;
+  }
+  // The main thread, which allocated none of them, verifies and frees what is left.
+  for (uint64_t i = 0; i < threads; i++)
+    for (uint64_t j = 0; j < nslots; j++) acc = block_free(&arrays[i].slots[j], acc, "larson final free");
+  double t1 = now_seconds();
+  pthread_barrier_destroy(&barrier);
+  for (uint64_t i = 0; i < threads; i++) xunmap(arrays[i].slots, nslots * sizeof(slot_t));
+  xunmap(arrays, arrays_bytes);
+  emit("RESULT workload=larson ops=%llu seconds=%.6f checksum=%016llx", (unsigned long long)n, t1 - t0,
+       (unsigned long long)acc);
+  return 0;
+}
+
+// MARK: - leak: a cache that mostly grows; small long-lived blocks, few frees, 1 thread
+
+// Compact entries (16 B) so the bookkeeping stays small next to the heap whose peak RSS is measured.
+typedef struct {
+  unsigned char *p;
+  uint32_t size;
+  uint32_t index;  // allocation number; the tag is index + 1
+} leak_entry_t;
+
+static int run_leak(void) {
+  uint64_t ops = param_u64("ops", 2000000);  // allocations
+  uint64_t free_every = param_u64("free_every", 16);  // 0: never free before the end
+  uint64_t minsize = param_u64("min", 16);
+  uint64_t maxsize = param_u64("max", 256);
+  uint64_t seed = param_u64("seed", 1);
+  params_done();
+  if (ops > UINT32_MAX) die(EXIT_USAGE, "ops must be at most %u", UINT32_MAX);
+  if (minsize < 1) minsize = 1;
+  if (maxsize < minsize) maxsize = minsize;
+  if (maxsize > 1 << 24) maxsize = 1 << 24;
+  rng_t r;
+  rng_seed(&r, seed, 900);
+  size_t live_bytes_map = ops * sizeof(leak_entry_t);
+  leak_entry_t *live = xmap(live_bytes_map);
+  uint64_t nlive = 0, acc = 0, bytes = 0, peak_bytes = 0, peak_blocks = 0;
+  double t0 = now_seconds();
+  for (uint64_t i = 0; i < ops; i++) {
+    size_t sz = rng_range(&r, minsize, maxsize);
+    unsigned char *p = xmalloc(sz);
+    fill_range(p, 0, sz, i + 1);
+    live[nlive++] = (leak_entry_t){p, (uint32_t)sz, (uint32_t)i};
+    bytes += sz;
+    if (bytes > peak_bytes) peak_bytes = bytes, peak_blocks = nlive;
+    if (free_every && (i + 1) % free_every == 0) {
+      uint64_t k = (rng_next(&r) >> 11) % nlive;
+      leak_entry_t e = live[k];
+      acc = fold(acc, verify_range(e.p, e.size, 0, e.size, (uint64_t)e.index + 1, "leak free"), e.size);
+      free(e.p);
+      bytes -= e.size;
+      live[k] = live[--nlive];
+    }
+  }
+  for (uint64_t k = 0; k < nlive; k++) {
+    leak_entry_t e = live[k];
+    acc = fold(acc, verify_range(e.p, e.size, 0, e.size, (uint64_t)e.index + 1, "leak final free"), e.size);
+    free(e.p);
+  }
+  double t1 = now_seconds();
+  xunmap(live, live_bytes_map);
+  emit("RESULT workload=leak ops=%llu seconds=%.6f checksum=%016llx peak_live_bytes=%llu peak_live_blocks=%llu",
+       (unsigned long long)ops, t1 - t0, (unsigned long long)acc, (unsigned long long)peak_bytes,
+       (unsigned long long)peak_blocks);
+  return 0;
+}
+
+// MARK: - exec: run a real program under the same allocator, report it like a workload
+
+// `arena-workload exec <prog> [args...]`: the child inherits the environment (LD_PRELOAD,
+// ARENA_OPTIONS, ...) and stderr; its stdout is read through a pipe and hashed (FNV-1a), so the
+// checksum is that of the program's output. seconds is the wall time from fork to wait4, and PEAK
+// is the child's ru_maxrss (which covers its own children that it waited for), not this process's.
+static int run_exec(void) {
+  if (g_argc < 3) die(EXIT_USAGE, "usage: arena-workload exec <program> [args...]");
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) die(EXIT_SYSTEM, "pipe2 failed: %s", strerror(errno));
+  pid_t parent = getpid();
+  double t0 = now_seconds();
+  pid_t pid = fork();
+  if (pid < 0) die(EXIT_SYSTEM, "fork failed: %s", strerror(errno));
+  if (pid == 0) {
+    // Killed with us (e.g. when arena-bench kills this process on a timeout).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    if (dup2(fds[1], 1) < 0) _exit(127);  // dup2 clears close-on-exec on fd 1
+    execvp(g_argv[2], g_argv + 2);
+    char msg[512];
+    int m = snprintf(msg, sizeof msg, "arena-workload exec: cannot run '%s': %s\n", g_argv[2], strerror(errno));
+    if (m > 0) {
+      ssize_t ignored = write(2, msg, (size_t)(m < (int)sizeof msg ? m : (int)sizeof msg - 1));
+      (void)ignored;
+    }
+    _exit(127);
+  }
+  close(fds[1]);
+  uint64_t h = 0xCBF29CE484222325ULL, nbytes = 0;
+  unsigned char buf[65536];
+  for (;;) {
+    ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die(EXIT_SYSTEM, "read from the child's stdout failed: %s", strerror(errno));
+    }
+    if (n == 0) break;
+    for (ssize_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001B3ULL;
+    nbytes += (uint64_t)n;
+  }
+  close(fds[0]);
+  int status = 0;
+  struct rusage ru;
+  memset(&ru, 0, sizeof ru);
+  while (wait4(pid, &status, 0, &ru) < 0)
+    if (errno != EINTR) die(EXIT_SYSTEM, "wait4 failed: %s", strerror(errno));
+  double t1 = now_seconds();
+  if (WIFSIGNALED(status))
+    die(EXIT_VERIFY, "EXEC FAILED: '%s' was killed by signal %d (%s)", g_argv[2], WTERMSIG(status),
+        strsignal(WTERMSIG(status)));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    die(EXIT_VERIFY, "EXEC FAILED: '%s' exited with status %d", g_argv[2], WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  emit("RESULT workload=exec ops=1 seconds=%.6f checksum=%016llx stdout_bytes=%llu", t1 - t0, (unsigned long long)h,
+       (unsigned long long)nbytes);
+  emit("PEAK hwm_kib=%ld", (long)ru.ru_maxrss);
+  return 0;
+}
+
 // MARK: - main
 
 static void usage(FILE *f) {
@@ -1008,6 +1393,13 @@ static void usage(FILE *f) {
           "  server      cycles=12 requests=4000 threads=2 idle_ms=150 cache=5000 seed=1\n"
           "  spike-idle  mib=1024 threads=2 small_pct=50 mix=count free_pct=90 idle=11 seed=1\n"
           "                                                         small_pct of the blocks (mix=count) or bytes (mix=bytes)\n"
+          "  xfer        ops=8000000 threads=2 queue=32 batch=1024 max=256 seed=1\n"
+          "                                                         N producers, N consumers: batches of 8-max B blocks, remote frees\n"
+          "  larson      threads=2 slots=1000 min=16 max=1000 steps=5000 rounds=40 seed=1\n"
+          "                                                         random replacements; slot arrays move to the next thread each round\n"
+          "  leak        ops=2000000 free_every=16 min=16 max=256 seed=1\n"
+          "                                                         a growing cache: keep blocks, free a random one every free_every\n"
+          "  exec        <program> [args...]                        run a program under the same allocator; checksum: its stdout\n"
           "Prints RESULT workload=<w> ops=<n> seconds=<s> checksum=<hex> [...]; exits 3 on a data error,\n"
           "4 on an allocation failure, 2 on bad usage.\n");
 }
@@ -1028,6 +1420,10 @@ int main(int argc, char **argv) {
   else if (!strcmp(argv[1], "large")) run = run_large;
   else if (!strcmp(argv[1], "server")) run = run_server;
   else if (!strcmp(argv[1], "spike-idle")) run = run_spike_idle;
+  else if (!strcmp(argv[1], "xfer")) run = run_xfer;
+  else if (!strcmp(argv[1], "larson")) run = run_larson;
+  else if (!strcmp(argv[1], "leak")) run = run_leak;
+  else if (!strcmp(argv[1], "exec")) return run_exec();  // no key=value parameters; prints its own PEAK
   if (!run) {
     fprintf(stderr, "arena-workload: unknown workload '%s'\n", argv[1]);
     usage(stderr);
