@@ -234,7 +234,7 @@ let workloadNames = [
   "churn", "mixed", "prodcons", "realloc", "large", "server", "spike-idle", "swift-json", "xfer", "larson", "leak",
   "python-dict", "swiftc",
 ]
-let allocatorNames = ["arena", "glibc", "jemalloc", "mimalloc", "tcmalloc", "arena-noscav"]
+let allocatorNames = ["arena", "glibc", "jemalloc", "mimalloc", "tcmalloc", "arena-noscav", "arena-hardened"]
 let peerNames = ["glibc", "jemalloc", "mimalloc", "tcmalloc"]
 
 struct WorkloadSpec: Codable {
@@ -485,6 +485,11 @@ func allocatorInfos(buildDir: String) -> [AllocatorInfo] {
     AllocatorInfo(
       name: "arena-noscav", library: arena, available: fileExists(arena), note: "arena with ARENA_OPTIONS=scavenger:off",
       arenaOptions: "scavenger:off", byDefault: false))
+  // The same library hardened (canaries, poison, checked links, guard pages): what hardening costs.
+  result.append(
+    AllocatorInfo(
+      name: "arena-hardened", library: arena, available: fileExists(arena), note: "arena with ARENA_OPTIONS=hardened:on",
+      arenaOptions: "hardened:on", byDefault: false))
   result.append(AllocatorInfo(name: "glibc", library: nil, available: true, note: "system malloc, no preload"))
   let peers: [(String, [String], String)] = [
     ("jemalloc", ["libjemalloc.so.2", "libjemalloc.so"], "libjemalloc2"),
@@ -855,7 +860,7 @@ func geomean(_ xs: [Double]) -> Double? {
 
 let palette: [String: String] = [
   "arena": "#e4572e", "glibc": "#8c8c8c", "jemalloc": "#4c78a8", "mimalloc": "#54a24b", "tcmalloc": "#b279a2",
-  "arena-noscav": "#f2a488",
+  "arena-noscav": "#f2a488", "arena-hardened": "#9e2a10",
 ]
 
 func xmlEscape(_ s: String) -> String {
@@ -1293,6 +1298,16 @@ func main() -> Int32 {
   if let g = geomean(vsOff.map(\.1)) {
     let each = vsOff.map { "\($0.0) \(fmt($0.1, 3))" }.joined(separator: ", ")
     lines.append("Time arena / arena-noscav (scavenger off): geometric mean \(fmt(g, 3)); \(each)")
+  }
+  let vsHardened = specs.compactMap { spec -> (String, Double)? in
+    guard let a = cells.first(where: { $0.workload == spec.name && $0.allocator == "arena" })?.medianSeconds, a > 0,
+      let h = cells.first(where: { $0.workload == spec.name && $0.allocator == "arena-hardened" })?.medianSeconds
+    else { return nil }
+    return (spec.name, h / a)
+  }
+  if let g = geomean(vsHardened.map(\.1)) {
+    let each = vsHardened.map { "\($0.0) \(fmt($0.1, 3))" }.joined(separator: ", ")
+    lines.append("Time arena-hardened / arena (cost of hardened:on): geometric mean \(fmt(g, 3)); \(each)")
   }
 
   let failedRuns = runs.filter { !$0.ok }
