@@ -304,7 +304,7 @@ void arena_options_reload(void) { parse_options(); }
 static void parse_options(void) {
   arena_options_t o = { 500ull * 1000000, 5000ull * 1000000, 4096ull * 1024, 1, 0, 0, 0, 0 };
   const char *env = getenv("ARENA_OPTIONS");
-  int decommit_set = 0;
+  int decommit_set = 0, fault_set = 0;
   while (env && *env) {
     const char *end = env;
     while (*end && *end != ',') end++;
@@ -318,15 +318,19 @@ static void parse_options(void) {
     else if (option_is(env, name_len, "hot_reserve_kb")) o.hot_reserve_bytes = option_number(value, value_len) * 1024;
     else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = !option_is(value, value_len, "off");
     else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
-    else if (option_is(env, name_len, "fault_handler")) o.fault_handler = !option_is(value, value_len, "off");
+    else if (option_is(env, name_len, "fault_handler")) { o.fault_handler = !option_is(value, value_len, "off"); fault_set = 1; }
     else if (option_is(env, name_len, "commit_probe")) o.commit_probe = option_is(value, value_len, "on");
-    else if (option_is(env, name_len, "guard_pages")) o.guard_pages = option_is(value, value_len, "on");
+    else if (option_is(env, name_len, "hardened") || option_is(env, name_len, "guard_pages"))
+      o.hardened = option_is(value, value_len, "on");
     env = *end ? end + 1 : end;
   }
   // Under strict overcommit the commit charge is the scarce resource, shared with every other
   // process: unless the user chose otherwise, give it back as soon as a run is purged. (A finite
   // RLIMIT_DATA only limits this process: the charge is given back when a commit fails.)
   if (!decommit_set && arena_sys_overcommit_mode() == 2) o.decommit_ns = 0;
+  // Asking for a hardened heap is asking for its diagnoses: a fault on a guard page is described
+  // (and passed on to the program's own handler, if any) unless fault_handler:off says otherwise.
+  if (o.hardened && !fault_set) o.fault_handler = 1;
   arena_globals.options = o;
   __atomic_store_n(&arena_globals.options_state, 2, __ATOMIC_RELEASE);
 }

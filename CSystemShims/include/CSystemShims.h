@@ -240,7 +240,8 @@ typedef struct {
   uint32_t lazy_free;           // purge:dontneed|free (MADV_FREE: RSS drops only under pressure)
   uint32_t fault_handler;       // fault_handler:on|off (default off): SIGSEGV/SIGBUS diagnosis
   uint32_t commit_probe;        // commit_probe:on|off (default off): touch new commits under a guard
-  uint32_t guard_pages;         // guard_pages:on|off (default off): a guard page after every run
+  uint32_t hardened;            // hardened:on|off (default off; guard_pages:on is an alias): guard
+                                // pages, canaries, poisoned free blocks, checked links (Hardening.swift)
 } arena_options_t;
 
 typedef struct {
@@ -250,7 +251,10 @@ typedef struct {
 } arena_reservation_entry_t;
 
 typedef struct {
-  // Free fast path: the default heap's first reservation, cached.
+  // malloc's fast path serves sizes up to this (the small limit; 0 while the default heap does not
+  // exist or is hardened, so that every call takes the slow path).
+  uint64_t fast_small_limit;
+  // Free fast path: the default heap's first reservation, cached (an empty range when hardened).
   uintptr_t primary_data_start;
   uintptr_t primary_data_end;
   uint32_t *_Nullable primary_page_map;

@@ -23,15 +23,21 @@ enum Allocator {
   /// Allocates `size` bytes aligned to `alignment` (a power of two, validated by the caller).
   static func allocate(_ h: HeapPointer, size: Int, alignment: Int, cache: ThreadCachePointer?,
                        zeroed: Bool) -> UnsafeMutableRawPointer? {
-    let c = smallClass(size: size, alignment: alignment)
+    let hardened = h.pointee.hardened
+    // A hardened heap's small blocks end in a canary, after the free link and tag (Hardening.swift).
+    let c = smallClass(size: hardened && size <= Int.max / 2 ? max(size &+ Hardening.canaryBytes, Hardening.smallestBlock) : size,
+                       alignment: alignment)
     if c != 0 {
       var block: UnsafeMutableRawPointer? = nil
+      var popped = false
       if let tc = cache {
         let bin = tc.bin(c)
         if let p = bin.pointee.head {
+          if hardened { Hardening.checkOut(h, p, c) }
           bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
           bin.pointee.count &-= 1
           block = p
+          popped = true
         } else {
           block = ThreadCaches.refill(tc, c)
         }
@@ -39,8 +45,12 @@ enum Allocator {
         block = SmallRuns.take(h, c, count: 1).head
       }
       guard let p = block else { arena_set_errno(ENOMEM); return nil }
+      // A block popped from a cache was checked before its link was read; the first block of a
+      // refill or a take is checked here (its address came from the heap's own lists).
+      if hardened && !popped { Hardening.checkOut(h, p, c) }
       p.storeBytes(of: 0, toByteOffset: 8, as: UInt.self)
       if zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: max(size, 16)) }
+      if hardened { Hardening.handOut(p, size: size, c) }
       return p
     }
     if size > Layout.hugeThreshold || alignment > Layout.largestRunAlignment {
@@ -48,7 +58,16 @@ enum Allocator {
     }
     // At least one page: a 0-byte request with a large alignment still needs a unique block.
     let pages = max(1, (size &+ Layout.pageSize &- 1) &>> Layout.pageShift)
-    let guarded = Guards.enabled
+    let guarded = Guards.enabled(h)
+    if guarded && alignment <= Layout.pageSize, let d = Guards.takeCached(h, pages: pages) {
+      let bytes = (Int(d.pointee.pageCount) &- 1) &<< Layout.pageShift
+      _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(bytes))
+      _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
+      let p = UnsafeMutableRawPointer(bitPattern: d.pointee.start)!
+      if zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+      Hardening.fillSlack(d, size: size, bytes: bytes)
+      return p
+    }
     guard let run = PageHeap.allocate(h, pages: pages &+ (guarded ? 1 : 0), alignment: max(alignment, Layout.pageSize)) else {
       // A reservation too small for this run (RLIMIT_AS fallback): a mapping of its own.
       if arena_get_errno() == ENOMEM, pages &<< Layout.pageShift >= h.pointee.reservationSize / 4 {
@@ -65,6 +84,7 @@ enum Allocator {
     _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
     let p = UnsafeMutableRawPointer(bitPattern: run.descriptor.pointee.start)!
     if zeroed && !run.isZeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
+    if hardened { Hardening.fillSlack(run.descriptor, size: size, bytes: pages &<< Layout.pageShift) }
     return p
   }
 
@@ -73,6 +93,7 @@ enum Allocator {
     var reservation: ReservationPointer?
     var sizeClass: Int        // small: 1...count; large and huge: 0
     var usableSize: Int
+    var index: UInt = 0       // small: the block's index in its run
   }
 
   /// Finds and validates the block at `p`; stops the process with a diagnosis if `p` is not the
@@ -102,7 +123,8 @@ enum Allocator {
       if entry & SmallRuns.slowPathFlag != 0 && SmallRuns.isReleased(d, page: page &- Int(entry &>> 8)) {
         fatalSmall(operation, "double free (block is already free):", p, c)
       }
-      return Block(reservation: r, sizeClass: c, usableSize: Int(size))
+      if h.pointee.hardened { return Block(reservation: r, sizeClass: c, usableSize: Hardening.requestSize(p, c, operation), index: index) }
+      return Block(reservation: r, sizeClass: c, usableSize: Int(size), index: index)
     }
     // A large run: its first page-map entry names itself and its descriptor says large.
     arena_lock_acquire(&h.pointee.pageLock)
@@ -111,8 +133,12 @@ enum Allocator {
     let kind = d.pointee.kind
     let pages = Int(d.pointee.pageCount) &- Guards.pages(ofLargeRun: d)
     arena_lock_release(&h.pointee.pageLock)
-    if isRunStart && kind == RunKind.large { return Block(reservation: r, sizeClass: 0, usableSize: pages &<< Layout.pageShift) }
-    if isRunStart && kind == RunKind.free { fatal(operation, "double free (page run is already free):", p) }
+    if isRunStart && kind == RunKind.large {
+      let bytes = pages &<< Layout.pageShift
+      if h.pointee.hardened { return Block(reservation: r, sizeClass: 0, usableSize: Hardening.checkSlack(d, bytes: bytes, operation)) }
+      return Block(reservation: r, sizeClass: 0, usableSize: bytes)
+    }
+    if isRunStart && (kind == RunKind.free || kind == RunKind.cachedGuarded) { fatal(operation, "double free (page run is already free):", p) }
     fatal(operation, "pointer is not an allocated block:", p)
   }
 
@@ -120,6 +146,7 @@ enum Allocator {
   static func deallocate(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, cache: ThreadCachePointer?) {
     let b = block(h, p, "free():")
     if b.sizeClass != 0 {
+      if h.pointee.hardened { Hardening.checkIn(p, b.sizeClass, index: b.index) }
       freeSmall(h, p, b.sizeClass, cache: cache)
     } else if let r = b.reservation {
       freeLarge(h, r, p)
@@ -149,8 +176,14 @@ enum Allocator {
     let now = UInt(arena_sys_now_ns())
     let page = r.pageIndex(UInt(bitPattern: p))
     let d = r.descriptor(page)
-    // The block was validated and is ours: its guard goes before the page lock is taken.
+    // The block was validated and is ours: a hardened heap may keep it, guard and all, for reuse;
+    // otherwise its guard goes before the page lock is taken.
     let guardPages = Guards.pages(ofLargeRun: d)
+    if guardPages != 0 && Guards.cacheFreed(h, d, p, now: now) {
+      _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64((Int(d.pointee.pageCount) &- 1) &<< Layout.pageShift))
+      _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+      return
+    }
     if guardPages != 0 { Guards.remove(d) }
     arena_lock_acquire(&h.pointee.pageLock)
     guard d.pointee.kind == RunKind.large, d.pointee.start == UInt(bitPattern: p) else {
@@ -361,10 +394,12 @@ package enum HeapHandle {
     SafePoint.atThreadCreation()
     return Heaps.defaultHeap.map { UnsafeMutableRawPointer($0) }
   }
-  package static func create(reservationSize: Int) -> UnsafeMutableRawPointer? {
+  package static func create(reservationSize: Int, hardened: Bool = false) -> UnsafeMutableRawPointer? {
     Faults.installIfAsked(mainThread: false)
-    return Heaps.create(reservationSize: reservationSize, isDefault: false).map { UnsafeMutableRawPointer($0) }
+    let hardened = hardened || Scavenger.options.hardened != 0
+    return Heaps.create(reservationSize: reservationSize, isDefault: false, hardened: hardened).map { UnsafeMutableRawPointer($0) }
   }
+  package static func isHardened(_ raw: UnsafeMutableRawPointer) -> Bool { heap(raw).pointee.hardened }
   /// Installs the fault handler now if ARENA_OPTIONS asks for it (tests that set the options
   /// after start-up; the library does this at load).
   package static func installFaultHandlerIfAsked() { Faults.installIfAsked(mainThread: true) }

@@ -12,9 +12,10 @@ import CSystemShims
 /// malloc: `size` bytes, 16-byte aligned; NULL with ENOMEM when memory cannot be had.
 @c(arena_malloc)
 public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
-  if size <= UInt(Layout.smallLimit) {
+  // The small limit, or 0 before the default heap exists or when it is hardened.
+  if size <= UInt(arena_globals_pointer().pointee.fast_small_limit) {
     if let tc = ThreadCaches.enter() {
-      let bin = tc.bin(SizeClass.index(forSize: Int(size)))
+      let bin = tc.bin(SizeClass.fastIndex(forSize: Int(truncatingIfNeeded: size)))
       if let p = bin.pointee.head {
         bin.pointee.head = UnsafeMutableRawPointer(bitPattern: p.load(as: UInt.self))
         bin.pointee.count &-= 1

@@ -15,6 +15,11 @@ struct HeapHeader {
   var cacheLock: arena_lock_t
   var hugeLock: arena_lock_t
   var isDefault: Bool
+  /// Hardened (Hardening.swift): canaries, poison, checked links, guard pages. Fixed at creation.
+  var hardened: Bool
+  /// Freed guarded page runs kept for reuse (Guards.swift; page lock): how many, and their bytes.
+  var cachedGuardedRuns: Int
+  var cachedGuardedBytes: Int
   var reservationSize: Int
   var firstReservation: ReservationPointer?
   var lastReservation: ReservationPointer?
@@ -37,6 +42,8 @@ struct HeapHeader {
   @inline(__always) static var headerOffset: Int { 4096 }
   @inline(__always) static var centralsOffset: Int { 5120 }
   @inline(__always) static var transferTableOffset: Int { 32768 }
+  /// Guards.cachedRunSlots entries of CachedGuardedRun, after the transfer slots (which end by 72 KiB).
+  @inline(__always) static var guardedRunTableOffset: Int { 98304 }
   @inline(__always) static var hugeTableOffset: Int { 131072 }
   /// 4,096 entries of 32 B (128 KiB): up to 2,048 live huge blocks (half full at most, for probing).
   @inline(__always) static var hugeTableCapacity: Int { 4096 }
@@ -118,7 +125,7 @@ extension UnsafeMutablePointer where Pointee == HeapHeader {
 
 enum Heaps {
   /// Creates a heap in a new reservation of `size` bytes (or a smaller one the system allows).
-  static func create(reservationSize size: Int, isDefault: Bool) -> HeapPointer? {
+  static func create(reservationSize size: Int, isDefault: Bool, hardened: Bool) -> HeapPointer? {
     if arena_class_size_table()[1] == 0 { SizeClass.initializeTables() }
     if arena_globals_pointer().pointee.secret == 0 {
       arena_globals_pointer().pointee.secret = arena_sys_random64()
@@ -127,7 +134,7 @@ enum Heaps {
     let h = (UnsafeMutableRawPointer(r) + HeapHeader.headerOffset).assumingMemoryBound(to: HeapHeader.self)
     h.initialize(to: HeapHeader(
       pageLock: arena_lock_t(), cacheLock: arena_lock_t(), hugeLock: arena_lock_t(),
-      isDefault: isDefault, reservationSize: size, firstReservation: r, lastReservation: r,
+      isDefault: isDefault, hardened: hardened, cachedGuardedRuns: 0, cachedGuardedBytes: 0, reservationSize: size, firstReservation: r, lastReservation: r,
       threadCaches: nil, lastError: 0, commitCalls: 0, largeLiveBytes: 0, largeLiveCount: 0,
       hugeLiveBytes: 0, hugeLiveCount: 0, hugeCapacity: HeapHeader.hugeTableCapacity,
       purgedBytesTotal: 0, decommittedBytesTotal: 0, offeredBytes: 0, reclaimedIntactBytes: 0, discardedBytes: 0,
@@ -157,14 +164,17 @@ enum Heaps {
         let limit = arena_sys_address_space_limit()
         let size = limit == UInt64.max ? Layout.defaultReservation
           : max(Layout.minimumReservation, min(Layout.defaultReservation, Int(limit / 8) & ~(Layout.minimumReservation &- 1)))
-        guard let h = create(reservationSize: size, isDefault: true),
+        let hardened = Scavenger.options.hardened != 0
+        guard let h = create(reservationSize: size, isDefault: true, hardened: hardened),
               let r = h.pointee.firstReservation else {
           arena_atomic_store32(&g.pointee.default_heap_state, 0)
           return nil
         }
         g.pointee.primary_page_map = r.pointee.pageMap
         g.pointee.primary_data_start = r.pointee.dataStart
-        g.pointee.primary_data_end = r.pointee.dataStart &+ UInt(r.pointee.dataPages &<< Layout.pageShift)
+        // A hardened heap keeps both fast paths off: every call reaches the checked slow paths.
+        g.pointee.primary_data_end = hardened ? r.pointee.dataStart : r.pointee.dataStart &+ UInt(r.pointee.dataPages &<< Layout.pageShift)
+        g.pointee.fast_small_limit = hardened ? 0 : UInt64(Layout.smallLimit)
         g.pointee.default_heap = UnsafeMutableRawPointer(h)
         arena_atomic_store32(&g.pointee.default_heap_state, 2)
         return h
@@ -185,6 +195,7 @@ enum Heaps {
   /// the first is decommitted and reinitialised. The heap stays usable.
   static func reset(_ h: HeapPointer) {
     guard let first = h.pointee.firstReservation else { return }
+    Guards.releaseCached(h, before: UInt.max)  // their guards come off with them
     var r = first.pointee.next
     while let res = r {
       r = res.pointee.next

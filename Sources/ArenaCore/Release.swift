@@ -237,7 +237,7 @@ enum Release {
   /// runs went back.
   @discardableResult
   static func releaseEmptyRuns(_ h: HeapPointer, quietBefore: UInt) -> Int {
-    var released = 0
+    var released = Guards.releaseCached(h, before: quietBefore)
     var c = 1
     while c <= SizeClass.count {
       let central = h.central(c)

@@ -41,6 +41,8 @@ enum RunKind {
   @inline(__always) static var free: UInt8 { 1 }
   @inline(__always) static var small: UInt8 { 2 }
   @inline(__always) static var large: UInt8 { 3 }
+  /// A freed guarded page run kept, guard installed, for reuse by a hardened heap (Guards.swift).
+  @inline(__always) static var cachedGuarded: UInt8 { 4 }
 }
 
 /// The state of a free run's memory, in the order allocation prefers it.

@@ -50,6 +50,16 @@ enum SizeClass {
     return 9 &+ ((log2 &- 7) &<< 3) &+ ((s &>> (log2 &- 3)) & 7)
   }
 
+  /// `index(forSize:)` for malloc's fast path: 0 for a 0-byte request, whose thread-cache bin is
+  /// never filled, so it takes the slow path (one test and branch fewer for every other size).
+  @inline(__always)
+  static func fastIndex(forSize size: Int) -> Int {
+    if size <= 128 { return (size &+ 15) &>> 4 }
+    let s = size &- 1
+    let log2 = (Int.bitWidth &- 1) &- s.leadingZeroBitCount
+    return 9 &+ ((log2 &- 7) &<< 3) &+ ((s &>> (log2 &- 3)) & 7)
+  }
+
   /// The block size of class `index` (1...count).
   @inline(__always)
   static func size(ofClass index: Int) -> Int {

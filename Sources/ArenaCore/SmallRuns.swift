@@ -87,6 +87,7 @@ enum SmallRuns {
       }
       while list.count < count && d.pointee.freeList != 0 {
         let block = UnsafeMutableRawPointer(bitPattern: d.pointee.freeList)!
+        if h.pointee.hardened { Hardening.checkLink(h, block, c) }
         d.pointee.freeList = block.load(as: UInt.self)
         append(&list, block)
         d.pointee.liveCount &+= 1
@@ -100,6 +101,7 @@ enum SmallRuns {
         let address = d.pointee.start &+ UInt(d.pointee.carvedCount) &* size
         let block = UnsafeMutableRawPointer(bitPattern: address)!
         block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+        if h.pointee.hardened { Hardening.prepareFree(block, size: Int(size)) }
         append(&list, block)
         d.pointee.carvedCount &+= 1
         d.pointee.liveCount &+= 1
@@ -115,6 +117,7 @@ enum SmallRuns {
           let block = UnsafeMutableRawPointer(bitPattern: address)!
           block.storeBytes(of: d.pointee.freeList, as: UInt.self)
           block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+          if h.pointee.hardened { Hardening.prepareFree(block, size: Int(size)) }
           d.pointee.freeList = address
           d.pointee.carvedCount &+= 1
         }
@@ -144,7 +147,11 @@ enum SmallRuns {
     while i < n {
       let batch = h.transferSlots(c)[i]
       var tail = batch.head!
-      while let next = UnsafeMutableRawPointer(bitPattern: tail.load(as: UInt.self)) { tail = next }
+      if h.pointee.hardened { Hardening.checkLink(h, tail, c) }
+      while let next = UnsafeMutableRawPointer(bitPattern: tail.load(as: UInt.self)) {
+        if h.pointee.hardened { Hardening.checkLink(h, next, c) }
+        tail = next
+      }
       tail.storeBytes(of: UInt(bitPattern: head), as: UInt.self)
       head = batch.head
       count &+= batch.count
@@ -233,6 +240,7 @@ enum SmallRuns {
         let block = UnsafeMutableRawPointer(bitPattern: address)!
         block.storeBytes(of: d.pointee.freeList, as: UInt.self)
         block.storeBytes(of: secret ^ address, toByteOffset: 8, as: UInt.self)
+        if h.pointee.hardened { Hardening.prepareFree(block, size: Int(size)) }
         d.pointee.freeList = address
       }
       index &+= 1
@@ -277,7 +285,9 @@ enum SmallRuns {
     var d = DescriptorPointer(bitPattern: 1)!
     var runStart: UInt = 0
     var runBytes: UInt = 0
+    let hardened = h.pointee.hardened
     while let block = next {
+      if hardened { Hardening.checkLink(h, block, c) }
       next = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
       let address = UInt(bitPattern: block)
       if address &- runStart >= runBytes {
@@ -303,7 +313,7 @@ enum SmallRuns {
 
   /// Allocates a new run for class `c` from the page heap and labels its pages.
   static func newRun(_ h: HeapPointer, _ c: Int) -> DescriptorPointer? {
-    let guarded = Guards.enabled
+    let guarded = Guards.enabled(h)
     let pages = ClassTable.runPages(c) &+ (guarded ? 1 : 0)
     guard let run = PageHeap.allocate(h, pages: pages, alignment: Layout.pageSize) else { return nil }
     if guarded { Guards.install(run.descriptor) }

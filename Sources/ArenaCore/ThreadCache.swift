@@ -149,8 +149,10 @@ enum ThreadCaches {
     bin.pointee.refilled = 1
     let want = max(1, Int(limit) / 2)
     tc.pointee.events &+= 1
-    let list = SmallRuns.take(tc.pointee.heap, c, count: want, most: Int(limit))
-    guard let block = list.head else { return nil }
+    let h = tc.pointee.heap
+    let list = SmallRuns.take(h, c, count: want, most: Int(limit))
+    guard var block = list.head else { return nil }
+    if h.pointee.hardened && list.count > 1 { block = Hardening.shuffle(h, block, count: list.count, c) }
     bin.pointee.head = UnsafeMutableRawPointer(bitPattern: block.load(as: UInt.self))
     bin.pointee.count = UInt32(list.count &- 1)
     return block
@@ -167,7 +169,9 @@ enum ThreadCaches {
     // Keep the first `keep` blocks (most recently freed: hot in cache), return the rest.
     var cut = bin.pointee.head
     var kept = 1
+    let hardened = tc.pointee.heap.pointee.hardened
     while kept < keep, let b = cut {
+      if hardened { Hardening.checkLink(tc.pointee.heap, b, c) }
       cut = UnsafeMutableRawPointer(bitPattern: b.load(as: UInt.self))
       kept &+= 1
     }
@@ -331,6 +335,8 @@ enum ThreadCaches {
     let raw = UnsafeMutableRawPointer(tc)
     let h = tc.pointee.heap
     let c = SizeClass.index(forSize: ThreadCache.byteCount)
+    // The cache used the whole block: a hardened heap's poison and canary are written afresh.
+    if h.pointee.hardened { Hardening.prepareFree(raw, size: SizeClass.size(ofClass: c)) }
     raw.storeBytes(of: 0, as: UInt.self)
     raw.storeBytes(of: SmallRuns.tag(raw), toByteOffset: 8, as: UInt.self)
     SmallRuns.give(h, c, raw, count: 1)

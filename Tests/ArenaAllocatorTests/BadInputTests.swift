@@ -52,6 +52,39 @@ import Testing
     #expect(result.succeeded && result.stdout.hasSuffix("misuse_invalid_frees ok\n"), "\(result.summary)")
   }
 
+  /// The same 17 kinds stay stopped in a hardened heap, and the misuse only hardening catches is
+  /// stopped there (Tests/Fixtures/misuse_hardened.c): overflows and underflows of small blocks,
+  /// a page run's slack and the guard page after it, writes into freed blocks and their free-list
+  /// links. Without hardening the first of those passes, so the checks are the hardened heap's.
+  @Test func hardenedHeapsStopOverflowsAndWritesAfterFree() throws {
+    let env = try PreloadEnvironment()
+    defer { env.cleanUp() }
+    for (fixture, suffix) in [("misuse_invalid_frees", "misuse_invalid_frees ok\n"), ("misuse_hardened", "misuse_hardened ok\n")] {
+      let program = try env.compileFixture(fixture)
+      let result = try env.run([program], preload: true, seconds: 60, environment: ["ARENA_OPTIONS": "hardened:on"])
+      for line in result.stdout.split(separator: "\n") where line.hasPrefix("FAIL") { Issue.record("\(fixture) hardened: \(line)") }
+      #expect(result.succeeded && result.stdout.hasSuffix(suffix), "\(fixture):\n\(result.summary)")
+    }
+    let plain = try env.run([try env.compileFixture("misuse_hardened")], preload: true, seconds: 60)
+    #expect(plain.succeeded && plain.stdout.contains("hardened=0"), "\(plain.summary)")
+  }
+
+  /// A private arena asks for hardening itself: its blocks carry canaries whatever ARENA_OPTIONS
+  /// says, and an overflow stops the process at deallocate.
+  @Test func aHardenedPrivateArenaStopsAnOverflow() async {
+    let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
+      let arena = Arena(reserving: 64 << 20, hardened: true)!
+      if !arena.isHardened { exit(2) }
+      let p = arena.allocate(byteCount: 100)!
+      if arena.usableSize(of: p) != 100 { exit(3) }
+      (p + 100).storeBytes(of: 0x41, as: UInt8.self)
+      arena.deallocate(p)
+    }
+    let line = Self.diagnosis(result)
+    #expect(line.contains("heap overflow past the end of the block"), "\(line)")
+    #expect(line.split(separator: "\n").count == 1, "one line: \(line)")
+  }
+
   @Test func doubleFreeOfASmallBlockIsDiagnosed() async {
     let result = await #expect(processExitsWith: .signal(SIGABRT), observing: [\.standardErrorContent]) {
       let p = Arena.default.allocate(byteCount: 48)!

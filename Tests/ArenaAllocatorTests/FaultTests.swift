@@ -133,9 +133,9 @@ extension FaultTests {
       let arena = Arena(reserving: 64 << 20)!
       let p = arena.allocate(byteCount: 100_000)!
       let usable = arena.usableSize(of: p)
-      if usable != 102_400 { exit(3) }  // the guard page is not usable
+      if usable != 100_000 { exit(3) }  // a hardened run's usable size is the request (its slack is checked)
       memset(p, 1, usable)              // every usable byte is fine
-      (p + usable).storeBytes(of: 1, as: UInt8.self)  // one past the end
+      (p + 102_400).storeBytes(of: 1, as: UInt8.self)  // one past the run's last page
     }
     let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
     #expect(text.contains("guard page after a page run"), "\(text)")
@@ -145,11 +145,13 @@ extension FaultTests {
     let result = await #expect(processExitsWith: .signal(SIGSEGV), observing: [\.standardErrorContent]) {
       FaultTests.askForTheHandler("guard_pages:on,fault_handler:on")
       let arena = Arena(reserving: 64 << 20)!
-      // Fill one run of the 16 KiB class: the highest block ends where the run ends.
+      // Fill one run of the 16 KiB class (a hardened block's last 8 bytes are its canary): the
+      // highest block ends where the run ends.
       var blocks: [UnsafeMutableRawPointer] = []
-      for _ in 0..<8 { blocks.append(arena.allocate(byteCount: 16_384)!) }
+      for _ in 0..<8 { blocks.append(arena.allocate(byteCount: 16_376)!) }
       let last = blocks.max(by: { UInt(bitPattern: $0) < UInt(bitPattern: $1) })!
-      memset(last, 2, 16_384)
+      if arena.usableSize(of: last) != 16_376 { exit(3) }
+      memset(last, 2, 16_376)
       (last + 16_384).storeBytes(of: 1, as: UInt8.self)
     }
     let text = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)

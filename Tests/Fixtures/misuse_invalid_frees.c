@@ -20,9 +20,13 @@
 
 #include "compat_fixture.h"
 
-// Opaque to the compiler, so it cannot drop or reorder the calls (built with -fno-builtin too).
+// Opaque to the compiler, so it cannot drop or reorder the calls.
 static void *volatile sink;
-static void *keep(void *p) { sink = p; return p; }
+static void *keep(void *p) {
+  sink = p;
+  __asm__ volatile("" : "+r"(p));
+  return p;
+}
 
 static void *shared;
 static void *free_shared(void *unused) { (void)unused; free(shared); return NULL; }

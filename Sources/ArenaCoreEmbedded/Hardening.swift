@@ -1,0 +1,1 @@
+../ArenaCore/Hardening.swift
