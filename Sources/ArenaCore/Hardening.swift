@@ -82,17 +82,19 @@ enum Hardening {
     p.storeBytes(of: canary(of: p), toByteOffset: size &- canaryBytes, as: UInt.self)
   }
 
-  /// Whether `count` bytes from `p` all hold the poison byte (word by word where aligned).
+  /// Whether `count` bytes from `p` all hold the poison byte: 8 bytes at a time (unaligned
+  /// loads; the last word may overlap the one before it).
+  @inline(__always)
   static func isPoisoned(_ p: UnsafeMutableRawPointer, count: Int) -> Bool {
+    if count >= 8 {
+      var i = 0
+      while i &+ 8 < count {
+        if p.loadUnaligned(fromByteOffset: i, as: UInt.self) != poisonWord { return false }
+        i &+= 8
+      }
+      return p.loadUnaligned(fromByteOffset: count &- 8, as: UInt.self) == poisonWord
+    }
     var i = 0
-    while i < count && (UInt(bitPattern: p) &+ UInt(i)) & 7 != 0 {
-      if p.load(fromByteOffset: i, as: UInt8.self) != 0xDB { return false }
-      i &+= 1
-    }
-    while i &+ 8 <= count {
-      if p.load(fromByteOffset: i, as: UInt.self) != poisonWord { return false }
-      i &+= 8
-    }
     while i < count {
       if p.load(fromByteOffset: i, as: UInt8.self) != 0xDB { return false }
       i &+= 1
