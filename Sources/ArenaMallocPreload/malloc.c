@@ -231,4 +231,20 @@ ARENA_EXPORT void malloc_stats(void) {
   errno = saved;
 }
 
+#else  // ARENA_LINKED && DEBUG
+
+// A debug build of a program that links ArenaMallocLinked keeps glibc's malloc (see above). It
+// says so rather than doing nothing silently: one line on stderr at start-up when stderr is a
+// terminal (a person running the program), and arena_malloc_is_active() answers 0.
+#include <unistd.h>
+
+__attribute__((visibility("default"))) int arena_malloc_is_active(void) { return 0; }
+
+__attribute__((constructor)) static void arena_linked_debug_note(void) {
+  static const char note[] =
+      "arena: ArenaMallocLinked is inactive in a debug build, malloc stays glibc's "
+      "(build with -c release, or preload libArenaMalloc.so)\n";
+  if (isatty(2)) (void)!write(2, note, sizeof note - 1);
+}
+
 #endif  // !(ARENA_LINKED && DEBUG)
