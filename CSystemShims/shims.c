@@ -322,6 +322,7 @@ static void parse_options(void) {
     else if (option_is(env, name_len, "commit_probe")) o.commit_probe = option_is(value, value_len, "on");
     else if (option_is(env, name_len, "hardened") || option_is(env, name_len, "guard_pages"))
       o.hardened = option_is(value, value_len, "on");
+    else if (option_is(env, name_len, "stats")) o.stats_at_exit = option_is(value, value_len, "on");
     env = *end ? end + 1 : end;
   }
   // Under strict overcommit the commit charge is the scarce resource, shared with every other

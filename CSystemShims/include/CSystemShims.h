@@ -242,6 +242,7 @@ typedef struct {
   uint32_t commit_probe;        // commit_probe:on|off (default off): touch new commits under a guard
   uint32_t hardened;            // hardened:on|off (default off; guard_pages:on is an alias): guard
                                 // pages, canaries, poisoned free blocks, checked links (Hardening.swift)
+  uint32_t stats_at_exit;       // stats:on|off (default off): malloc_stats() when the process exits
 } arena_options_t;
 
 typedef struct {

@@ -12,6 +12,7 @@
 #if !(defined(ARENA_LINKED) && defined(DEBUG))
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -46,9 +47,23 @@ ARENA_EXPORT int arena_malloc_is_active(void) { return 1; }
 
 // Load: before main (or at dlopen), on the only thread. Starts no thread. libc's pthread_create
 // is looked up here, so the wrapper below never calls dlsym (which takes the loader's lock).
+static void write_stats(int fd);
+
+// With stats:on, a copy of stderr taken at load: programs often close stderr before they exit
+// (coreutils' close_stdout does), and the statistics still belong there.
+static int stats_fd = -1;
+
 __attribute__((constructor)) static void arena_at_load(void) {
   arena_safe_point_load();
   (void)arena_next_pthread_create();
+  if (__atomic_load_n(&arena_globals.options_state, __ATOMIC_ACQUIRE) != 2) arena_options_load();
+  if (arena_globals.options.stats_at_exit) stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+}
+
+// Exit (exit() or return from main, not _exit): with stats:on, the statistics on stderr, as
+// malloc_stats() prints them.
+__attribute__((destructor)) static void arena_at_exit(void) {
+  if (stats_fd >= 0) write_stats(stats_fd);
 }
 
 // Every thread created through the wrapper starts in this trampoline: it takes its thread cache
@@ -203,7 +218,9 @@ static size_t put_line(char *buf, size_t at, size_t cap, const char *label, uint
   return at;
 }
 
-ARENA_EXPORT void malloc_stats(void) {
+ARENA_EXPORT void malloc_stats(void) { write_stats(2); }
+
+static void write_stats(int fd) {
   uint64_t s[STAT_COUNT];
   arena_statistics(s, STAT_COUNT);
   char buf[1024];
@@ -224,7 +241,7 @@ ARENA_EXPORT void malloc_stats(void) {
   int saved = errno;
   size_t off = 0;
   while (off < at) {
-    ssize_t w = write(2, buf + off, at - off);
+    ssize_t w = write(fd, buf + off, at - off);
     if (w <= 0) break;
     off += (size_t)w;
   }

@@ -30,6 +30,19 @@ import Testing
     #expect(result.succeeded && result.stdout.hasSuffix("\(name) ok\n"), "\(result.summary)")
   }
 
+  /// ARENA_OPTIONS=stats:on prints the statistics once when the program exits; without it the
+  /// program's stderr stays its own.
+  @Test func statisticsAtExitOnlyWhenAsked() throws {
+    let env = try PreloadEnvironment()
+    defer { env.cleanUp() }
+    let asked = try env.run(["/bin/echo", "hello"], preload: true, seconds: 30, environment: ["ARENA_OPTIONS": "stats:on"])
+    #expect(asked.succeeded && asked.stdout == "hello\n", "\(asked.summary)")
+    #expect(asked.stderr.hasPrefix("ArenaAllocator\nreserved bytes") && asked.stderr.contains("in use bytes"), "\(asked.summary)")
+    #expect(asked.stderr.components(separatedBy: "ArenaAllocator").count == 2, "printed once: \(asked.summary)")
+    let plain = try env.run(["/bin/echo", "hello"], preload: true, seconds: 30)
+    #expect(plain.succeeded && plain.stderr.isEmpty, "\(plain.summary)")
+  }
+
   /// pthread_join and a detached thread's exit free memory while glibc holds its stack-cache lock:
   /// nothing inside free may create a thread (it needs that lock). 6 x 60 joinable threads with
   /// 8 MiB stacks and 60 detached ones.
