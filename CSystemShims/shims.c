@@ -282,6 +282,12 @@ static int option_is(const char *s, size_t n, const char *name) {
   return n == k && memcmp(s, name, k) == 0;
 }
 
+// A switch's value: "on", "true", "yes", "1" or nothing (a bare name) turn it on; anything else
+// ("off", "false", "no", "0") off.
+static int option_on(const char *s, size_t n) {
+  return n == 0 || option_is(s, n, "on") || option_is(s, n, "true") || option_is(s, n, "yes") || option_is(s, n, "1");
+}
+
 static uint64_t option_number(const char *s, size_t n) {
   uint64_t v = 0;
   for (size_t i = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (uint64_t)(s[i] - '0');
@@ -316,13 +322,13 @@ static void parse_options(void) {
     if (option_is(env, name_len, "decay_ms")) o.decay_ns = option_number(value, value_len) * 1000000;
     else if (option_is(env, name_len, "decommit_ms")) { o.decommit_ns = option_number(value, value_len) * 1000000; decommit_set = 1; }
     else if (option_is(env, name_len, "hot_reserve_kb")) o.hot_reserve_bytes = option_number(value, value_len) * 1024;
-    else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = !option_is(value, value_len, "off");
+    else if (option_is(env, name_len, "scavenger")) o.scavenger_enabled = option_on(value, value_len);
     else if (option_is(env, name_len, "purge")) o.lazy_free = option_is(value, value_len, "free");
-    else if (option_is(env, name_len, "fault_handler")) { o.fault_handler = !option_is(value, value_len, "off"); fault_set = 1; }
-    else if (option_is(env, name_len, "commit_probe")) o.commit_probe = option_is(value, value_len, "on");
+    else if (option_is(env, name_len, "fault_handler")) { o.fault_handler = option_on(value, value_len); fault_set = 1; }
+    else if (option_is(env, name_len, "commit_probe")) o.commit_probe = option_on(value, value_len);
     else if (option_is(env, name_len, "hardened") || option_is(env, name_len, "guard_pages"))
-      o.hardened = option_is(value, value_len, "on");
-    else if (option_is(env, name_len, "stats")) o.stats_at_exit = option_is(value, value_len, "on");
+      o.hardened = option_on(value, value_len);
+    else if (option_is(env, name_len, "stats")) o.stats_at_exit = option_on(value, value_len);
     env = *end ? end + 1 : end;
   }
   // Under strict overcommit the commit charge is the scarce resource, shared with every other

@@ -258,6 +258,8 @@ typedef struct {
   // Free fast path: the default heap's first reservation, cached (an empty range when hardened).
   uintptr_t primary_data_start;
   uintptr_t primary_data_end;
+  uintptr_t hardened_data_end;             // a hardened default heap's real primary_data_end (else
+                                           // primary_data_start: an empty range)
   uint32_t *_Nullable primary_page_map;
   uint64_t secret;                         // tags free blocks: word 1 of a free block = secret ^ address
   void *_Nullable default_heap;                      // the process-wide heap (malloc's), once initialised

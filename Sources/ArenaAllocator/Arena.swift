@@ -73,8 +73,9 @@ public struct Arena: @unchecked Sendable, Equatable {
     return HeapHandle.reallocate(heap, pointer, size: byteCount)
   }
 
-  /// The exact number of usable bytes of a block: its size class, page run or mapping size.
-  /// O(1); validates the pointer like `deallocate`.
+  /// The exact number of usable bytes of a block: its size class, page run or mapping size (in a
+  /// hardened arena, the size that was asked for: the bytes after it are checked). O(1);
+  /// validates the pointer like `deallocate`.
   public func usableSize(of pointer: UnsafeRawPointer) -> Int {
     HeapHandle.usableSize(heap, UnsafeMutableRawPointer(mutating: pointer))
   }

@@ -146,7 +146,7 @@ enum Allocator {
   static func deallocate(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, cache: ThreadCachePointer?) {
     let b = block(h, p, "free():")
     if b.sizeClass != 0 {
-      if h.pointee.hardened { Hardening.checkIn(p, b.sizeClass, index: b.index) }
+      if h.pointee.hardened { Hardening.checkIn(h, p, b.sizeClass, index: b.index) }
       freeSmall(h, p, b.sizeClass, cache: cache)
     } else if let r = b.reservation {
       freeLarge(h, r, p)

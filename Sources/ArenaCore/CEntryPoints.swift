@@ -112,6 +112,7 @@ func usableSizeSlow(_ p: UnsafeMutableRawPointer) -> UInt {
   guard let h = Heaps.defaultHeapIfCreated else {
     Allocator.fatal("malloc_usable_size():", "pointer was not allocated by this allocator:", p)
   }
+  if let (c, _) = Hardening.primaryLive(p) { return UInt(Hardening.requestSize(p, c, "malloc_usable_size():")) }
   return UInt(Allocator.usableSize(h, p))
 }
 
@@ -132,7 +133,14 @@ func defaultFreeSlow(_ p: UnsafeMutableRawPointer) {
     Allocator.fatal("free():", "pointer was not allocated by this allocator:", p)
   }
   let saved = arena_get_errno()
-  Allocator.deallocate(h, p, cache: ThreadCaches.enterOrCreateForFree(h))
+  if let (c, index) = Hardening.primaryLive(p) {
+    // A hardened heap's small block, found as the fast path finds one: its checks, then the cache.
+    _ = Hardening.requestSize(p, c, "free():")
+    Hardening.checkIn(h, p, c, index: index)
+    Allocator.freeSmall(h, p, c, cache: ThreadCaches.enterOrCreateForFree(h))
+  } else {
+    Allocator.deallocate(h, p, cache: ThreadCaches.enterOrCreateForFree(h))
+  }
   ThreadCaches.leave()
   arena_set_errno(saved)
 }

@@ -34,10 +34,11 @@ enum Hardening {
   /// The smallest block a hardened heap hands out: the free link and tag (words 0-1), then the
   /// canary.
   @inline(__always) static var smallestBlock: Int { 24 }
-  /// The most bytes of a freed small block that are poisoned and checked: blocks up to 256 B
-  /// whole, the first 256 B of larger ones (where object headers and most stale writes land).
-  /// Poisoning whole blocks up to 4 KiB cost 10-25% more time on the benchmark workloads.
-  @inline(__always) static var poisonLimit: Int { 232 }
+  /// The most bytes of a freed small block that are poisoned and checked: bytes 16-255, so blocks
+  /// up to 256 B whole and the first 256 B of larger ones (where object headers and most stale
+  /// writes land). Poisoning whole blocks up to 4 KiB cost 10-25% more time on the benchmark
+  /// workloads.
+  @inline(__always) static var poisonLimit: Int { 240 }
   /// The poison byte of freed blocks and the fill of page-run slack.
   @inline(__always) static var poisonWord: UInt { 0xDBDB_DBDB_DBDB_DBDB }
 
@@ -122,16 +123,49 @@ enum Hardening {
     }
   }
 
+  /// A hardened default heap's small block at `p` in its primary reservation, on a page without
+  /// the slow-path flag, not marked free: its class and index in its run. nil for anything else,
+  /// which Allocator.block validates and diagnoses (the general path).
+  @inline(__always)
+  static func primaryLive(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, index: UInt)? {
+    let g = arena_globals_pointer()
+    let a = UInt(bitPattern: p)
+    let offset = a &- g.pointee.primary_data_start
+    guard offset < g.pointee.hardened_data_end &- g.pointee.primary_data_start else { return nil }
+    let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
+    let tag = Int(entry & 0xFF)
+    guard UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) else { return nil }
+    let c = tag &- 1
+    let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
+    let index = ClassTable.blockIndex(offset: inRun, c)
+    guard index &* UInt(arena_class_size_table()[c]) == inRun, p.load(fromByteOffset: 8, as: UInt.self) != SmallRuns.tag(p) else { return nil }
+    return (c, index)
+  }
+
+  /// The page-map entry of `a` in heap `h` (the primary reservation's map directly when it lies
+  /// there), or nil outside the heap.
+  @inline(__always)
+  static func entry(_ h: HeapPointer, _ a: UInt) -> (entry: UInt32, runStart: UInt)? {
+    let g = arena_globals_pointer()
+    let offset = a &- g.pointee.primary_data_start
+    if h.pointee.isDefault && offset < g.pointee.hardened_data_end &- g.pointee.primary_data_start {
+      let e = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
+      return (e, g.pointee.primary_data_start &+ (UInt(e &>> 8) &<< UInt(Layout.pageShift)))
+    }
+    guard let r = h.reservation(containing: a) else { return nil }
+    let e = r.pointee.pageMap[r.pageIndex(a)]
+    return (e, r.address(ofPage: Int(e &>> 8)))
+  }
+
   /// Checks that `p`, reached through a free-list link of class `c`, is a free block of that class
   /// in heap `h` before its own link is read: its address is a block of the class and its word 1
   /// holds its free tag. Stops the process otherwise (the link was overwritten after free).
   static func checkLink(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, _ c: Int) {
     let a = UInt(bitPattern: p)
-    guard let r = h.reservation(containing: a) else {
+    guard let (entry, runStart) = Self.entry(h, a) else {
       Allocator.fatalSmall("malloc():", "free list corrupted (a link names memory outside the heap):", p, c)
     }
-    let entry = r.pointee.pageMap[r.pageIndex(a)]
-    let offset = a &- r.address(ofPage: Int(entry &>> 8))
+    let offset = a &- runStart
     guard SmallRuns.tag(ofEntry: entry) == c &+ 1, ClassTable.blockIndex(offset: offset, c) &* UInt(SizeClass.size(ofClass: c)) == offset else {
       Allocator.fatalSmall("malloc():", "free list corrupted (a link names no block of this class):", p, c)
     }
@@ -143,12 +177,17 @@ enum Hardening {
   /// Checks the canary before small block `p` of class `c` (block `index` of its run; its own
   /// canary was checked by Allocator.block) as it is freed, then poisons it. Stops the process on
   /// an underflow.
-  static func checkIn(_ p: UnsafeMutableRawPointer, _ c: Int, index: UInt) {
+  static func checkIn(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, _ c: Int, index: UInt) {
     let size = SizeClass.size(ofClass: c)
     if index > 0 {
-      // The block before ends with its own canary, free (gap 0) or live (its gap).
+      // The block before ends with its own canary, free (gap 0) or live (its gap). When that
+      // canary lies on the previous page and the page has the slow-path flag, the page may have
+      // been released (its bytes now read as zero): nothing to check there.
       let before = p - size
-      if p.load(fromByteOffset: -canaryBytes, as: UInt.self) ^ canary(of: before) > UInt(size &- canaryBytes) {
+      let a = UInt(bitPattern: p)
+      let onPreviousPage = a & UInt(Layout.pageSize &- 1) < UInt(canaryBytes)
+      let released = onPreviousPage && (entry(h, a &- UInt(canaryBytes)).map { $0.entry & SmallRuns.slowPathFlag != 0 } ?? true)
+      if !released && p.load(fromByteOffset: -canaryBytes, as: UInt.self) ^ canary(of: before) > UInt(size &- canaryBytes) {
         Allocator.fatalSmall("free():", "heap underflow before the block, or overflow of the one before it (canary overwritten):", p, c)
       }
     }

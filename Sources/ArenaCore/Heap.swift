@@ -173,7 +173,9 @@ enum Heaps {
         g.pointee.primary_page_map = r.pointee.pageMap
         g.pointee.primary_data_start = r.pointee.dataStart
         // A hardened heap keeps both fast paths off: every call reaches the checked slow paths.
-        g.pointee.primary_data_end = hardened ? r.pointee.dataStart : r.pointee.dataStart &+ UInt(r.pointee.dataPages &<< Layout.pageShift)
+        let end = r.pointee.dataStart &+ UInt(r.pointee.dataPages &<< Layout.pageShift)
+        g.pointee.primary_data_end = hardened ? r.pointee.dataStart : end
+        g.pointee.hardened_data_end = hardened ? end : r.pointee.dataStart  // else an empty range
         g.pointee.fast_small_limit = hardened ? 0 : UInt64(Layout.smallLimit)
         g.pointee.default_heap = UnsafeMutableRawPointer(h)
         arena_atomic_store32(&g.pointee.default_heap_state, 2)

@@ -69,6 +69,30 @@ import Testing
     #expect(plain.succeeded && plain.stdout.contains("hardened=0"), "\(plain.summary)")
   }
 
+  /// A hardened heap must not mistake a released page for an overwrite: when the free blocks
+  /// before a live block have had their page purged, the canary before the live block reads as
+  /// zero, and freeing it is still fine. (It was once stopped as a "heap underflow" after any
+  /// release pass: python3 and swiftc aborted under hardened:on.)
+  @Test func aHardenedHeapFreesBlocksNextToReleasedPages() async {
+    await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+      let arena = Arena(reserving: 64 << 20, hardened: true)!
+      var blocks: [UnsafeMutableRawPointer] = []
+      for _ in 0..<20_000 { blocks.append(arena.allocate(byteCount: 56)!) }  // class 64 with the canary
+      // Keep the page-aligned blocks of odd pages (each follows a block on the page before).
+      let set = Set(blocks.map { UInt(bitPattern: $0) })
+      let kept = blocks.filter {
+        let a = UInt(bitPattern: $0)
+        return a & 4095 == 0 && (a >> 12) & 1 == 1 && set.contains(a - 64)
+      }
+      if kept.count < 100 { exit(2) }
+      let keptSet = Set(kept.map { UInt(bitPattern: $0) })
+      for p in blocks where !keptSet.contains(UInt(bitPattern: p)) { arena.deallocate(p) }
+      let released = arena.scavenge()
+      if released.purgedBytes < 256 << 10 { exit(3) }
+      for p in kept { arena.deallocate(p) }
+    }
+  }
+
   /// A private arena asks for hardening itself: its blocks carry canaries whatever ARENA_OPTIONS
   /// says, and an overflow stops the process at deallocate.
   @Test func aHardenedPrivateArenaStopsAnOverflow() async {

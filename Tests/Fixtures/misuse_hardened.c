@@ -76,7 +76,7 @@ static const struct {
 int main(void) {
   print_allocator();
   const char *options = getenv("ARENA_OPTIONS");
-  int hardened = options && strstr(options, "hardened:on");
+  int hardened = options && (strstr(options, "hardened:on") || strstr(options, "guard_pages:on"));
   printf("hardened=%d\n", hardened);
   int failed = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
