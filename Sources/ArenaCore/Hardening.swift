@@ -4,10 +4,11 @@
 // pointer and its size class:
 //
 // - Overflows and underflows of small blocks. Each small block ends in an 8-byte canary
-//   (`canary(of:)`), outside the usable size: a small request takes the class of size + 8, and
-//   malloc_usable_size says size class - 8. free checks the block's own canary (an overflow) and
-//   the canary of the block before it, which ends where this one starts (an underflow, or an
-//   overflow of that block).
+//   (`canary(of:)`): a small request takes the class of size + 8 (at least 24 bytes), the bytes
+//   between the request and the canary are poisoned, and the canary records how many there are,
+//   so free, realloc and malloc_usable_size (which answers the request size) check them without a
+//   stored size. free also checks the canary of the block before, which ends where this one starts
+//   (an underflow, or an overflow of that block), unless it lies on a released page.
 // - Writes after free into small blocks. A freed block is poisoned (bytes 16 up to its canary, at
 //   most `poisonLimit` of them; words 0-1 hold the free-list link and the free tag) and checked
 //   when it is handed out again.
@@ -21,8 +22,9 @@
 // - Overruns past a run's end: a guard page after every page run and small run (Guards.swift).
 // - Placement: a thread cache's refill is shuffled, so consecutive allocations are not adjacent.
 //
-// Not covered: writes into a freed page run or huge block (the pages go back whole), and writes
-// that skip over a canary without touching it. The default path pays nothing for this: malloc's
+// Not covered: writes into a freed page run or huge block (the pages go back whole), writes past
+// the first 256 bytes of a freed small block, and writes that skip over a canary without touching
+// it. The default path pays nothing for this: malloc's
 // fast path serves sizes up to `fast_small_limit` and free's fast path looks up pointers in the
 // primary range, and a hardened default heap sets both empty, so every call reaches the checked
 // slow paths (which still use the thread caches).
@@ -194,7 +196,7 @@ enum Hardening {
     prepareFree(p, size: size)
   }
 
-  /// Shuffles the first (up to 64) blocks of a list of `count` free blocks of class `c`, checking
+  /// Shuffles the first (up to 16) blocks of a list of `count` free blocks of class `c`, checking
   /// each link before it is read; returns the new head. Consecutive allocations from a refilled
   /// cache are then not neighbours in memory.
   static func shuffle(_ h: HeapPointer, _ head: UnsafeMutableRawPointer, count: Int, _ c: Int) -> UnsafeMutableRawPointer {
