@@ -35,9 +35,19 @@ public func arenaMalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
 @inline(__always)
 func primarySmallBlock(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, stamp: UInt)? {
   let g = arena_globals_pointer()
+  guard let b = primaryBlock(p, dataEnd: g.pointee.primary_data_end) else { return nil }
+  return (b.sizeClass, b.stamp)
+}
+
+/// The lookup behind `primarySmallBlock` and `Hardening.primaryLive`: a small block at `p` in the
+/// primary reservation's [start, `dataEnd`), on a page without the slow-path flag, at a block's
+/// start, not marked free; its class, index in its run and free stamp.
+@inline(__always)
+func primaryBlock(_ p: UnsafeMutableRawPointer, dataEnd: UInt) -> (sizeClass: Int, index: UInt, stamp: UInt)? {
+  let g = arena_globals_pointer()
   let a = UInt(bitPattern: p)
   let offset = a &- g.pointee.primary_data_start
-  guard offset < g.pointee.primary_data_end &- g.pointee.primary_data_start else { return nil }
+  guard offset < dataEnd &- g.pointee.primary_data_start else { return nil }
   let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
   let tag = Int(entry & 0xFF)
   // A small class's tag (2...count+1); pages with SmallRuns.slowPathFlag (released, or where carving
@@ -48,7 +58,7 @@ func primarySmallBlock(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, stamp: 
   let index = ClassTable.blockIndex(offset: inRun, c)
   let stamp = UInt(truncatingIfNeeded: g.pointee.secret) ^ a
   guard index &* UInt(arena_class_size_table()[c]) == inRun && p.load(fromByteOffset: 8, as: UInt.self) != stamp else { return nil }
-  return (c, stamp)
+  return (c, index, stamp)
 }
 
 /// free: returns a block to the calling thread's cache; errno is preserved.

@@ -130,18 +130,8 @@ enum Hardening {
   /// which Allocator.block validates and diagnoses (the general path).
   @inline(__always)
   static func primaryLive(_ p: UnsafeMutableRawPointer) -> (sizeClass: Int, index: UInt)? {
-    let g = arena_globals_pointer()
-    let a = UInt(bitPattern: p)
-    let offset = a &- g.pointee.primary_data_start
-    guard offset < g.pointee.hardened_data_end &- g.pointee.primary_data_start else { return nil }
-    let entry = g.pointee.primary_page_map.unsafelyUnwrapped[Int(offset &>> UInt(Layout.pageShift))]
-    let tag = Int(entry & 0xFF)
-    guard UInt(bitPattern: tag &- 2) < UInt(SizeClass.count) else { return nil }
-    let c = tag &- 1
-    let inRun = offset &- (UInt(entry &>> 8) &<< UInt(Layout.pageShift))
-    let index = ClassTable.blockIndex(offset: inRun, c)
-    guard index &* UInt(arena_class_size_table()[c]) == inRun, p.load(fromByteOffset: 8, as: UInt.self) != SmallRuns.tag(p) else { return nil }
-    return (c, index)
+    guard let b = primaryBlock(p, dataEnd: arena_globals_pointer().pointee.hardened_data_end) else { return nil }
+    return (b.sizeClass, b.index)
   }
 
   /// The page-map entry of `a` in heap `h` (the primary reservation's map directly when it lies

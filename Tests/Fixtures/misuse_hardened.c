@@ -8,6 +8,7 @@
 //   cc -O2 -pthread -o misuse_hardened Tests/Fixtures/misuse_hardened.c
 //   env LD_PRELOAD=libArenaMalloc.so ARENA_OPTIONS=hardened:on ./misuse_hardened
 #define _GNU_SOURCE
+#pragma GCC diagnostic ignored "-Wuse-after-free"  // the misuse is the point
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "compat_fixture.h"
+#include "misuse_fixture.h"
 
 // Opaque to the compiler, so it cannot drop the writes or the calls, nor reason about the writes
 // past an object's end (undefined behaviour it could otherwise remove).
@@ -80,38 +82,18 @@ int main(void) {
   printf("hardened=%d\n", hardened);
   int failed = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    int fds[2];
-    if (pipe(fds) != 0) { perror("pipe"); return 1; }
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(fds[0]);
-      dup2(fds[1], 2);
-      cases[i].run();
-      _exit(0);
-    }
-    close(fds[1]);
-    char err[512];
-    size_t n = 0;
-    ssize_t got;
-    while (n < sizeof err - 1 && (got = read(fds[0], err + n, sizeof err - 1 - n)) > 0) n += (size_t)got;
-    err[n] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    char *newline = strchr(err, '\n');
-    int one_line = newline != NULL && newline[1] == 0;
-    int signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    int stopped = (signal == SIGABRT || signal == SIGSEGV) && strncmp(err, "arena: ", 7) == 0 && strstr(err, "0x") && one_line;
+    struct misuse_outcome o = run_misuse_case(cases[i].run);
     if (!hardened) {
       // Without hardening the first case passes silently: proof the hardened checks did the work.
-      if (i == 0 && (signal || n)) { printf("FAIL %s stopped without hardening: \"%s\"\n", cases[i].name, err); failed = 1; }
+      if (i == 0 && (o.signal || o.err_length)) { printf("FAIL %s stopped without hardening: \"%s\"\n", cases[i].name, o.err); failed = 1; }
       continue;
     }
-    if (!stopped) {
-      printf("FAIL %s: %s, stderr \"%s\"\n", cases[i].name, signal ? strsignal(signal) : "survived", err);
+    // SIGSEGV: a guard page, described by the fault handler.
+    if (!misuse_was_stopped(&o, SIGABRT, SIGSEGV)) {
+      printf("FAIL %s: %s, stderr \"%s\"\n", cases[i].name, o.signal ? strsignal(o.signal) : "survived", o.err);
       failed = 1;
     } else {
-      printf("stopped: %s: %s", cases[i].name, err);
+      printf("stopped: %s: %s", cases[i].name, o.err);
     }
   }
   if (failed) return 1;
