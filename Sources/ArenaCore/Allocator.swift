@@ -61,8 +61,7 @@ enum Allocator {
     let guarded = Guards.enabled(h)
     if guarded && alignment <= Layout.pageSize, let d = Guards.takeCached(h, pages: pages) {
       let bytes = (Int(d.pointee.pageCount) &- 1) &<< Layout.pageShift
-      _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(bytes))
-      _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
+      countLargeLive(h, bytes: bytes, adding: true)
       let p = UnsafeMutableRawPointer(bitPattern: d.pointee.start)!
       if zeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
       Hardening.fillSlack(d, size: size, bytes: bytes)
@@ -80,8 +79,7 @@ enum Allocator {
       run.descriptor.pointee.sizeClass = Guards.guardedRunMark
       Guards.install(run.descriptor)
     }
-    _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(pages &<< Layout.pageShift))
-    _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
+    countLargeLive(h, bytes: pages &<< Layout.pageShift, adding: true)
     let p = UnsafeMutableRawPointer(bitPattern: run.descriptor.pointee.start)!
     if zeroed && !run.isZeroed { p.initializeMemory(as: UInt8.self, repeating: 0, count: size) }
     if hardened { Hardening.fillSlack(run.descriptor, size: size, bytes: pages &<< Layout.pageShift) }
@@ -180,8 +178,7 @@ enum Allocator {
     // otherwise its guard goes before the page lock is taken.
     let guardPages = Guards.pages(ofLargeRun: d)
     if guardPages != 0 && Guards.cacheFreed(h, d, p, now: now) {
-      _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64((Int(d.pointee.pageCount) &- 1) &<< Layout.pageShift))
-      _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+      countLargeLive(h, bytes: (Int(d.pointee.pageCount) &- 1) &<< Layout.pageShift, adding: false)
       return
     }
     if guardPages != 0 { Guards.remove(d) }
@@ -198,9 +195,20 @@ enum Allocator {
     }
     PageHeap.releaseLocked(r, d, stamp: now)
     arena_lock_release(&h.pointee.pageLock)
-    _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(bytes))
-    _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+    countLargeLive(h, bytes: bytes, adding: false)
     Scavenger.releaseInline(h)
+  }
+
+  /// Counts a page run of `bytes` usable bytes into (or out of) the heap's live page runs.
+  @inline(__always)
+  static func countLargeLive(_ h: HeapPointer, bytes: Int, adding: Bool) {
+    if adding {
+      _ = arena_atomic_add64(&h.pointee.largeLiveBytes, UInt64(bytes))
+      _ = arena_atomic_add64(&h.pointee.largeLiveCount, 1)
+    } else {
+      _ = arena_atomic_sub64(&h.pointee.largeLiveBytes, UInt64(bytes))
+      _ = arena_atomic_sub64(&h.pointee.largeLiveCount, 1)
+    }
   }
 
   /// Resizes the block at `p` to `size` bytes: in place when its class still fits or its page run

@@ -86,13 +86,20 @@ enum Guards {
       i &+= 1
     }
     guard best >= 0 else { arena_lock_release(&h.pointee.pageLock); return nil }
-    let d = slots[best].run
-    h.pointee.cachedGuardedRuns &-= 1
-    slots[best] = slots[h.pointee.cachedGuardedRuns]
-    h.pointee.cachedGuardedBytes &-= bestPages &<< Layout.pageShift
+    let d = takeSlot(h, best).run
     d.pointee.kind = RunKind.large
     arena_lock_release(&h.pointee.pageLock)
     return d
+  }
+
+  /// Takes entry `i` out of the cache (page lock held): the last entry moves into its place.
+  static func takeSlot(_ h: HeapPointer, _ i: Int) -> CachedGuardedRun {
+    let slots = h.cachedGuardedRunSlots
+    let entry = slots[i]
+    h.pointee.cachedGuardedRuns &-= 1
+    slots[i] = slots[h.pointee.cachedGuardedRuns]
+    h.pointee.cachedGuardedBytes &-= (Int(entry.run.pointee.pageCount) &- 1) &<< Layout.pageShift
+    return entry
   }
 
   /// Gives the cached runs freed no later than `before` back to the page heap (guards removed);
@@ -107,10 +114,7 @@ enum Guards {
       var i = 0
       while i < h.pointee.cachedGuardedRuns && slots[i].freedAt > before { i &+= 1 }
       guard i < h.pointee.cachedGuardedRuns else { arena_lock_release(&h.pointee.pageLock); break }
-      let entry = slots[i]
-      h.pointee.cachedGuardedRuns &-= 1
-      slots[i] = slots[h.pointee.cachedGuardedRuns]
-      h.pointee.cachedGuardedBytes &-= (Int(entry.run.pointee.pageCount) &- 1) &<< Layout.pageShift
+      let entry = takeSlot(h, i)
       entry.run.pointee.kind = RunKind.unused  // neither live nor free while its guard comes off
       arena_lock_release(&h.pointee.pageLock)
       remove(entry.run)

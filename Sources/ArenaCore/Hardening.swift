@@ -41,8 +41,9 @@ enum Hardening {
   /// writes land). Poisoning whole blocks up to 4 KiB cost 10-25% more time on the benchmark
   /// workloads.
   @inline(__always) static var poisonLimit: Int { 240 }
-  /// The poison byte of freed blocks and the fill of page-run slack.
-  @inline(__always) static var poisonWord: UInt { 0xDBDB_DBDB_DBDB_DBDB }
+  /// The poison byte of freed blocks and the fill of page-run slack, and eight of them.
+  @inline(__always) static var poisonByte: UInt8 { 0xDB }
+  @inline(__always) static var poisonWord: UInt { 0x0101_0101_0101_0101 &* UInt(poisonByte) }
 
   /// The canary of small block `p` with `gap` unused bytes before it (0 for a free block):
   /// secret-keyed, different from the block's free tag, and recording the gap, so that free knows
@@ -57,7 +58,7 @@ enum Hardening {
   static func handOut(_ p: UnsafeMutableRawPointer, size: Int, _ c: Int) {
     let end = SizeClass.size(ofClass: c) &- canaryBytes
     let request = min(size, end)
-    if end > request { (p + request).initializeMemory(as: UInt8.self, repeating: 0xDB, count: end &- request) }
+    if end > request { (p + request).initializeMemory(as: UInt8.self, repeating: poisonByte, count: end &- request) }
     p.storeBytes(of: canary(of: p, gap: end &- request), toByteOffset: end, as: UInt.self)
   }
 
@@ -75,7 +76,7 @@ enum Hardening {
   }
 
   /// Poisoned bytes of a block of `size` bytes: [16, 16 + poisonedBytes(size)).
-  @inline(__always) static func poisonedBytes(_ size: Int) -> Int { min(size &- 16 &- canaryBytes, poisonLimit) }
+  @inline(__always) static func poisonedBytes(_ size: Int) -> Int { max(0, min(size &- 16 &- canaryBytes, poisonLimit)) }
 
   /// Prepares a block of class `c` that is becoming free in a run for the first time (carved) or
   /// again after its page was released: poison and canary.
@@ -99,7 +100,7 @@ enum Hardening {
     }
     var i = 0
     while i < count {
-      if p.load(fromByteOffset: i, as: UInt8.self) != 0xDB { return false }
+      if p.load(fromByteOffset: i, as: UInt8.self) != poisonByte { return false }
       i &+= 1
     }
     return true
@@ -107,8 +108,7 @@ enum Hardening {
 
   @inline(__always)
   static func poison(_ p: UnsafeMutableRawPointer, size: Int) {
-    let n = poisonedBytes(size)
-    if n > 0 { (p + 16).initializeMemory(as: UInt8.self, repeating: 0xDB, count: n) }
+    (p + 16).initializeMemory(as: UInt8.self, repeating: poisonByte, count: poisonedBytes(size))
   }
 
   /// Checks a block popped from a free list of class `c` before anything reads it beyond its
@@ -117,7 +117,7 @@ enum Hardening {
   static func checkOut(_ h: HeapPointer, _ p: UnsafeMutableRawPointer, _ c: Int) {
     checkLink(h, p, c)
     let size = SizeClass.size(ofClass: c)
-    if !isPoisoned(p + 16, count: max(0, poisonedBytes(size))) {
+    if !isPoisoned(p + 16, count: poisonedBytes(size)) {
       Allocator.fatalSmall("malloc():", "free block overwritten after free (use after free):", p, c)
     }
     if p.load(fromByteOffset: size &- canaryBytes, as: UInt.self) != canary(of: p) {
@@ -227,7 +227,7 @@ enum Hardening {
   /// otherwise unused) and fills the run's slack, [size, bytes), with the poison byte.
   static func fillSlack(_ d: DescriptorPointer, size: Int, bytes: Int) {
     d.pointee.freeList = UInt(size)
-    if bytes > size { UnsafeMutableRawPointer(bitPattern: d.pointee.start &+ UInt(size))!.initializeMemory(as: UInt8.self, repeating: 0xDB, count: bytes &- size) }
+    if bytes > size { UnsafeMutableRawPointer(bitPattern: d.pointee.start &+ UInt(size))!.initializeMemory(as: UInt8.self, repeating: poisonByte, count: bytes &- size) }
   }
 
   /// The request size hardened page run `d` of `bytes` bytes recorded, after checking its slack;

@@ -45,18 +45,18 @@ ARENA_EXPORT int arena_malloc_is_active(void) { return 1; }
 
 // MARK: - Safe points (SafePoint.swift): the only places that set up anything process-wide
 
-// Load: before main (or at dlopen), on the only thread. Starts no thread. libc's pthread_create
-// is looked up here, so the wrapper below never calls dlsym (which takes the loader's lock).
 static void write_stats(int fd);
 
 // With stats:on, a copy of stderr taken at load: programs often close stderr before they exit
 // (coreutils' close_stdout does), and the statistics still belong there.
 static int stats_fd = -1;
 
+// Load: before main (or at dlopen), on the only thread. Starts no thread. libc's pthread_create
+// is looked up here, so the wrapper below never calls dlsym (which takes the loader's lock). The
+// load safe point has read ARENA_OPTIONS.
 __attribute__((constructor)) static void arena_at_load(void) {
   arena_safe_point_load();
   (void)arena_next_pthread_create();
-  if (__atomic_load_n(&arena_globals.options_state, __ATOMIC_ACQUIRE) != 2) arena_options_load();
   if (arena_globals.options.stats_at_exit) stats_fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
 }
 

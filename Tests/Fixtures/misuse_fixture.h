@@ -9,6 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// Returns `p`, opaque to the compiler: it cannot drop the calls and writes around it, nor reason
+// about writes past an object's end (undefined behaviour it could otherwise remove).
+static void *volatile misuse_sink;
+static inline void *keep(void *p) {
+  misuse_sink = p;
+  __asm__ volatile("" : "+r"(p));
+  return p;
+}
+
 // What a case did: the signal that ended the child (0 if it exited) and its stderr.
 struct misuse_outcome {
   int signal;
@@ -46,6 +55,17 @@ static int misuse_was_stopped(const struct misuse_outcome *o, int signal, int ot
   int one_line = newline != NULL && newline[1] == 0;
   return (o->signal == signal || (other && o->signal == other)) && strncmp(o->err, "arena: ", 7) == 0 &&
          strstr(o->err, "0x") != NULL && one_line;
+}
+
+// Prints "stopped: <name>: <the line>" if the case was stopped that way, else a FAIL line; returns
+// whether it was stopped.
+static int report_misuse(const char *name, const struct misuse_outcome *o, int signal, int other) {
+  if (misuse_was_stopped(o, signal, other)) {
+    printf("stopped: %s: %s", name, o->err);
+    return 1;
+  }
+  printf("FAIL %s: %s, stderr \"%s\"\n", name, o->signal ? strsignal(o->signal) : "survived", o->err);
+  return 0;
 }
 
 #endif
